@@ -1,0 +1,11 @@
+// Python bindings of the CPU kernels: fastlocal._C.
+#include <torch/extension.h>
+
+#include "../cpu/ops.h"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "fastlocal CPU kernels (C++, OpenMP through at::parallel_for)";
+  m.def("roi_align_1d_forward", &fastlocal::cpu::roi_align_1d_forward);
+  m.def("roi_align_1d_backward", &fastlocal::cpu::roi_align_1d_backward);
+  m.def("nms_1d", &fastlocal::cpu::nms_1d);
+}

@@ -1,0 +1,35 @@
+"""fastlocal: fused kernels for long-video temporal models.
+
+Public ops (layout ``[B, H, T, D]`` like ``scaled_dot_product_attention``):
+
+- :func:`local_attention`, :func:`local_attention_probs` — banded attention with
+  relative position bias (TUT, TALLFormer, NATTEN-style windows)
+- :func:`topk_std_pool`, :func:`topk_std_attention` — VidTr's topK-std pooling
+- :func:`roi_align_1d`, :func:`nms_1d`, :func:`batched_nms_1d`, :func:`soft_nms_1d`
+  — temporal proposals (G-TAD, ETAD)
+
+Every op takes ``backend=`` ("cuda", "triton", "cpu", "reference"); see
+:func:`available_backends` and :func:`use_backend`.
+"""
+
+from ._dispatch import BackendUnavailableError, available_backends, use_backend
+from .local_attention import local_attention, local_attention_probs
+from .nms import batched_nms_1d, nms_1d, soft_nms_1d
+from .roi_align import roi_align_1d
+from .topk_std import topk_std_attention, topk_std_pool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailableError",
+    "available_backends",
+    "batched_nms_1d",
+    "local_attention",
+    "local_attention_probs",
+    "nms_1d",
+    "roi_align_1d",
+    "soft_nms_1d",
+    "topk_std_attention",
+    "topk_std_pool",
+    "use_backend",
+]

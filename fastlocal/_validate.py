@@ -1,0 +1,105 @@
+"""Argument checks shared by every public op.
+
+Each check raises ``TypeError`` (wrong type / dtype) or ``ValueError`` (wrong
+value / shape) with a message that names the argument, says what was expected
+and what was given. Checks that read tensor *values* (NaN, index ranges) are
+skipped while ``torch.compile`` traces, where they would break the graph; the
+compiled kernels repeat them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def _dtype_names(dtypes: Sequence[torch.dtype]) -> str:
+    return ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+
+
+def tensor(
+    name: str,
+    value: object,
+    *,
+    ndim: int | Sequence[int] | None = None,
+    dtypes: Sequence[torch.dtype] = FLOAT_DTYPES,
+) -> torch.Tensor:
+    """Check that ``value`` is a tensor of an allowed dtype and rank; return it."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.dtype not in dtypes:
+        raise TypeError(f"{name} must have dtype in ({_dtype_names(dtypes)}), got {value.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if value.dim() not in allowed:
+            shape = " or ".join(f"{n}-D" for n in allowed)
+            raise ValueError(f"{name} must be {shape}, got shape {tuple(value.shape)}")
+    return value
+
+
+def same_device(**tensors: torch.Tensor | None) -> torch.device:
+    """Check that every given tensor lives on one device; return it."""
+    present = {k: v for k, v in tensors.items() if v is not None}
+    (first_name, first), *rest = present.items()
+    for name, t in rest:
+        if t.device != first.device:
+            raise ValueError(f"{name} is on {t.device} but {first_name} is on {first.device}")
+    return first.device
+
+
+def same_dtype(**tensors: torch.Tensor | None) -> None:
+    present = {k: v for k, v in tensors.items() if v is not None}
+    (first_name, first), *rest = present.items()
+    for name, t in rest:
+        if t.dtype != first.dtype:
+            raise TypeError(f"{name} has dtype {t.dtype} but {first_name} has dtype {first.dtype}")
+
+
+def dim_equals(name: str, t: torch.Tensor, dim: int, expected: int, what: str) -> None:
+    if t.shape[dim] != expected:
+        raise ValueError(
+            f"{name} must have size {expected} ({what}) in dimension {dim}, got shape {tuple(t.shape)}"
+        )
+
+
+def integer(name: str, value: object, *, minimum: int | None = None) -> int:
+    """Check that ``value`` is a Python int (not bool) ``>= minimum``; return it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def real(name: str, value: object, *, low: float | None = None, high: float | None = None,
+         low_open: bool = False, high_open: bool = False) -> float:
+    """Check that ``value`` is a finite real number inside the given interval; return it as float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    value = float(value)
+    bad = value != value or value in (float("inf"), float("-inf"))
+    if low is not None:
+        bad = bad or value < low or (low_open and value == low)
+    if high is not None:
+        bad = bad or value > high or (high_open and value == high)
+    if bad:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value}")
+    return value
+
+
+def choice(name: str, value: object, options: Sequence[str]) -> str:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def checking_values() -> bool:
+    """Value checks (reading tensor contents) run only outside ``torch.compile`` tracing."""
+    return not torch.compiler.is_compiling()

@@ -1,0 +1,72 @@
+"""1-D non-maximum suppression in pure PyTorch (the semantic definition).
+
+Conventions shared by every backend:
+- candidates are visited by decreasing score; equal scores keep index order (stable);
+- IoU(a, b) = |a ∩ b| / |a ∪ b| on [start, end] intervals, and 0 when the union is empty;
+- ``nms_1d`` suppresses a candidate whose IoU with an already kept segment is
+  strictly greater than ``iou_threshold`` (torchvision's rule).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def segment_iou(segment: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """IoU of one segment [2] with segments [M, 2] -> [M]."""
+    inter = (torch.minimum(segment[1], others[:, 1]) - torch.maximum(segment[0], others[:, 0])).clamp(min=0)
+    union = (segment[1] - segment[0]) + (others[:, 1] - others[:, 0]) - inter
+    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(union.dtype).tiny), torch.zeros_like(union))
+
+
+def nms_1d(segments: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Indices of the kept segments, int64, by decreasing score."""
+    order = torch.sort(scores, descending=True, stable=True).indices
+    candidates = segments[order]
+    keep = []
+    alive = torch.ones(order.numel(), dtype=torch.bool, device=segments.device)
+    for i in range(order.numel()):
+        if not alive[i]:
+            continue
+        keep.append(i)
+        rest = slice(i + 1, None)
+        alive[rest] &= segment_iou(candidates[i], candidates[rest]) <= iou_threshold
+    return order[torch.tensor(keep, dtype=torch.long, device=segments.device)]
+
+
+def soft_nms_1d(
+    segments: torch.Tensor,
+    scores: torch.Tensor,
+    sigma: float,
+    iou_threshold: float,
+    score_threshold: float,
+    method: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft-NMS (Bodla et al. 2017): decay instead of discard.
+
+    Repeatedly picks the highest current score (ties: lowest index), then decays every
+    remaining score by ``exp(-iou**2 / sigma)`` (``gaussian``) or by ``1 - iou`` where
+    ``iou > iou_threshold`` (``linear``). Segments whose score falls below
+    ``score_threshold`` are dropped. Returns (indices in pick order, their decayed scores).
+    """
+    current = scores.clone()
+    remaining = torch.arange(scores.numel(), device=scores.device)
+    picked, picked_scores = [], []
+    while remaining.numel():
+        best = int(torch.argmax(current[remaining]))  # argmax returns the first maximum
+        index = remaining[best]
+        if current[index] < score_threshold:
+            break
+        picked.append(index)
+        picked_scores.append(current[index])
+        remaining = torch.cat([remaining[:best], remaining[best + 1 :]])
+        iou = segment_iou(segments[index], segments[remaining])
+        if method == "gaussian":
+            decay = torch.exp(-(iou * iou) / sigma)
+        else:
+            decay = torch.where(iou > iou_threshold, 1 - iou, torch.ones_like(iou))
+        current[remaining] = current[remaining] * decay
+        remaining = remaining[current[remaining] >= score_threshold]
+    if not picked:
+        return torch.zeros(0, dtype=torch.long, device=scores.device), scores.new_zeros(0)
+    return torch.stack(picked), torch.stack(picked_scores)

@@ -1,0 +1,90 @@
+"""``topk_std_pool`` / ``topk_std_attention``: VidTr's topK-std pooling of temporal attention."""
+
+from __future__ import annotations
+
+import torch
+
+from . import _validate as check
+from ._dispatch import resolve_backend
+from .reference import topk_std as reference
+
+IMPLEMENTED = ("reference",)
+
+
+def _check_keep(keep: object, rows: int, exclude_first: object) -> int:
+    if not isinstance(exclude_first, bool):
+        raise TypeError(f"exclude_first must be a bool, got {type(exclude_first).__name__}")
+    ranked = rows - 1 if exclude_first else rows
+    check.integer("keep", keep, minimum=1)
+    if keep > ranked:
+        raise ValueError(
+            f"keep must be <= the number of ranked rows ({ranked} = T{' - 1 (exclude_first)' if exclude_first else ''})"
+            f", got {keep}"
+        )
+    return keep
+
+
+def topk_std_pool(
+    attn: torch.Tensor,
+    keep: int,
+    *,
+    exclude_first: bool = True,
+    second_softmax: bool = False,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the ``keep`` attention rows with the highest standard deviation.
+
+    Args:
+        attn: ``[..., T, N]`` attention probabilities (rows = queries).
+        keep: rows to keep among the ranked ones (rows ``1..T-1`` with ``exclude_first``).
+        exclude_first: row 0 is a class token: never ranked, always kept first.
+        second_softmax: softmax the kept rows again (the released VidTr code does).
+    Returns:
+        ``pooled [..., keep (+1), N]`` and ``index [..., keep]`` (int64 row indices into
+        ``attn``, ascending). Rows are scored by their unbiased std; ties keep the lower
+        index. Gradients flow through the kept rows, not through the selection.
+    """
+    check.tensor("attn", attn, ndim=range(2, 9))
+    _check_keep(keep, attn.shape[-2], exclude_first)
+    if not isinstance(second_softmax, bool):
+        raise TypeError(f"second_softmax must be a bool, got {type(second_softmax).__name__}")
+    resolve_backend("topk_std_pool", attn.device, backend, IMPLEMENTED)
+    return reference.topk_std_pool(attn, keep, exclude_first, second_softmax)
+
+
+def topk_std_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    keep: int,
+    *,
+    exclude_first: bool = True,
+    scale: float | None = None,
+    second_softmax: bool = False,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Temporal attention pooled to its ``keep`` most informative query rows (VidTr).
+
+    Args:
+        q, k: ``[B, H, T, D]``; v: ``[B, H, T, Dv]``. B folds batch x spatial positions.
+        keep, exclude_first, second_softmax: as :func:`topk_std_pool`.
+        scale: logit scale, default ``D ** -0.5``.
+    Returns:
+        ``out [B, H, keep (+1), Dv]`` (= pooled rows of ``softmax(q k^T * scale)`` times v)
+        in ``q.dtype`` and ``index [B, H, keep]``.
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check.tensor(name, t, ndim=4)
+    check.same_dtype(q=q, k=k, v=v)
+    if k.shape != q.shape:
+        raise ValueError(f"k must have the shape of q {tuple(q.shape)}, got {tuple(k.shape)}")
+    if v.shape[:3] != q.shape[:3]:
+        raise ValueError(f"v must have shape [B, H, T, Dv] with [B, H, T] = {tuple(q.shape[:3])}, "
+                         f"got {tuple(v.shape)}")
+    _check_keep(keep, q.shape[2], exclude_first)
+    if not isinstance(second_softmax, bool):
+        raise TypeError(f"second_softmax must be a bool, got {type(second_softmax).__name__}")
+    scale = q.shape[-1] ** -0.5 if scale is None else check.real("scale", scale)
+    device = check.same_device(q=q, k=k, v=v)
+    resolve_backend("topk_std_attention", device, backend, IMPLEMENTED)
+    return reference.topk_std_attention(q, k, v, keep, exclude_first, scale, second_softmax)
