@@ -12,10 +12,9 @@ import glob
 import os
 import shutil
 
+import torch
 from setuptools import setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
-
-import torch
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -61,7 +60,7 @@ def _extensions():
     extensions = [
         CppExtension(
             "fastlocal._C",
-            _sources("csrc/cpu/*.cpp") + ["csrc/bindings/cpu.cpp"],
+            [*_sources("csrc/cpu/*.cpp"), "csrc/bindings/cpu.cpp"],
             extra_compile_args={"cxx": cxx},
             extra_link_args=["-fopenmp"],
         )
@@ -70,7 +69,7 @@ def _extensions():
         extensions.append(
             CUDAExtension(
                 "fastlocal._C_cuda",
-                _sources("csrc/cuda/*.cu") + ["csrc/bindings/cuda.cpp"],
+                [*_sources("csrc/cuda/*.cu"), "csrc/bindings/cuda.cpp"],
                 extra_compile_args={
                     "cxx": cxx,
                     "nvcc": ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"],

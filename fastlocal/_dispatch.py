@@ -66,6 +66,17 @@ def _probe(name: str) -> tuple[ModuleType | None, str]:
     raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
 
 
+@torch.compiler.assume_constant_result
+def _missing(name: str) -> str:
+    """Why backend ``name`` is unusable in this process, or "" when it is usable.
+
+    A constant under ``torch.compile``: probing imports modules, which Dynamo refuses to
+    trace, so without this no op compiled with ``fullgraph=True``. The rest of
+    :func:`resolve_backend` is traced, so Dynamo guards on the ``use_backend`` stack.
+    """
+    return _probe(name)[1]
+
+
 def triton_interpreted() -> bool:
     """True when Triton kernels run on CPU tensors through its interpreter."""
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -95,6 +106,8 @@ _local = threading.local()
 @contextlib.contextmanager
 def use_backend(name: str | None) -> Iterator[None]:
     """Request ``name`` for every op called inside the block (``None`` restores automatic choice)."""
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"backend must be a str or None, got {type(name).__name__}")
     if name is not None and name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS} or None, got {name!r}")
     stack = _local.__dict__.setdefault("stack", [])
@@ -138,13 +151,15 @@ def resolve_backend(op: str, device: torch.device, backend: str | None, implemen
     name, source = _requested(backend)
     if name is None:
         for candidate in _DEFAULT_ORDER.get(device.type, ("reference",)):
-            if candidate in implemented and _probe(candidate)[0] is not None and _device_ok(candidate, device):
+            if candidate in implemented and not _missing(candidate) and _device_ok(candidate, device):
                 return candidate
         return "reference"
+    if not isinstance(name, str):
+        raise TypeError(f"backend (from {source}) must be a str, got {type(name).__name__}")
     if name not in BACKENDS:
         raise ValueError(f"backend (from {source}) must be one of {BACKENDS}, got {name!r}")
-    module, reason = _probe(name)
-    if module is None:
+    reason = _missing(name)
+    if reason:
         raise BackendUnavailableError(f"{op}: backend {name!r} requested by {source} is not available: {reason}")
     if name not in implemented:
         raise BackendUnavailableError(

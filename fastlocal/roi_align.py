@@ -9,6 +9,9 @@ from ._dispatch import kernels, resolve_backend
 from .reference import roi_align as reference
 
 IMPLEMENTED = ("cpu", "reference")
+# Adaptive sampling takes ceil(len / P) samples per bin; beyond this, every backend would
+# loop ~len / P times per bin (mirrors kMaxAdaptiveSamples in csrc/common/roi_checks.h).
+MAX_ADAPTIVE_SAMPLES = 65536
 
 
 def roi_align_1d(
@@ -56,6 +59,10 @@ def roi_align_1d(
         if not ((batch >= 0) & (batch < input.shape[0]) & (batch == batch.floor())).all():
             raise ValueError(f"rois[:, 0] must be integer batch indices in [0, {input.shape[0]}), "
                              f"got values in [{batch.min().item()}, {batch.max().item()}]")
+        longest = ((rois[:, 2] - rois[:, 1]) / output_size).max().item()
+        if sampling_ratio == 0 and longest > MAX_ADAPTIVE_SAMPLES:
+            raise ValueError(f"rois: adaptive sampling (sampling_ratio=0) would take {longest:.3g} samples per bin "
+                             f"(limit {MAX_ADAPTIVE_SAMPLES}); pass sampling_ratio > 0 or shorter RoIs")
     name = resolve_backend("roi_align_1d", device, backend, IMPLEMENTED)
     if name == "reference":
         return reference.roi_align_1d(input, rois, output_size, sampling_ratio, aligned)

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../common/roi_checks.h"
 #include "ops.h"
 
 namespace fastlocal::cpu {
@@ -63,28 +64,13 @@ struct RoiPlan {
   }
 };
 
-at::ScalarType acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
-
-// Values are memory indices: re-checked here so that no call can read out of bounds.
-void check_rois(const at::Tensor& rois, int64_t batch, at::ScalarType input_dtype) {
-  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 3, "rois must have shape [N, 3], got ",
-                    rois.sizes());
-  TORCH_CHECK_TYPE(rois.scalar_type() == acc_dtype(input_dtype), "rois must be ",
-                   acc_dtype(input_dtype), " for ", input_dtype, " input, got ", rois.scalar_type());
-  if (rois.size(0) == 0) return;
-  const at::Tensor b = rois.select(1, 0);
-  TORCH_CHECK_VALUE(rois.isfinite().all().item<bool>(), "rois must be finite");
-  TORCH_CHECK_VALUE(((b >= 0) & (b < batch) & (b == b.floor())).all().item<bool>(),
-                    "rois[:, 0] must hold integer batch indices in [0, ", batch, ")");
-}
 
 }  // namespace
 
 at::Tensor roi_align_1d_forward(const at::Tensor& input_, const at::Tensor& rois_, int64_t output_size,
                                 int64_t sampling_ratio, bool aligned) {
   TORCH_CHECK_VALUE(input_.dim() == 3, "input must be [B, C, T], got ", input_.sizes());
-  TORCH_CHECK_VALUE(output_size >= 1, "output_size must be >= 1, got ", output_size);
-  check_rois(rois_, input_.size(0), input_.scalar_type());
+  check_rois(rois_, input_.size(0), input_.scalar_type(), output_size, sampling_ratio);
   const at::Tensor input = input_.contiguous();
   const at::Tensor rois = rois_.contiguous();
   const int64_t N = rois.size(0), C = input.size(1), T = input.size(2), P = output_size;
@@ -123,11 +109,17 @@ at::Tensor roi_align_1d_forward(const at::Tensor& input_, const at::Tensor& rois
 at::Tensor roi_align_1d_backward(const at::Tensor& grad_, const at::Tensor& rois_, int64_t batch,
                                  int64_t length, int64_t sampling_ratio, bool aligned) {
   TORCH_CHECK_VALUE(grad_.dim() == 3, "grad must be [N, C, P], got ", grad_.sizes());
-  check_rois(rois_, batch, grad_.scalar_type());
+  TORCH_CHECK_VALUE(batch >= 0 && length >= 0, "batch and length must be >= 0, got batch=", batch,
+                    ", length=", length);
+  check_rois(rois_, batch, grad_.scalar_type(), grad_.size(2), sampling_ratio);
+  // rois is read for every row of grad, and its taps index [0, length): both are memory bounds.
+  TORCH_CHECK_VALUE(grad_.size(0) == rois_.size(0), "grad must have one row per RoI (rois has ",
+                    rois_.size(0), "), got ", grad_.sizes());
+  TORCH_CHECK_VALUE(length >= 1 || grad_.numel() == 0, "length must be >= 1 when there are RoIs, got ", length);
   const at::Tensor grad = grad_.contiguous();
   const at::Tensor rois = rois_.contiguous();
   const int64_t N = grad.size(0), C = grad.size(1), P = grad.size(2), T = length;
-  const at::ScalarType acc_type = acc_dtype(grad.scalar_type());
+  const at::ScalarType acc_type = roi_acc_dtype(grad.scalar_type());
   at::Tensor grad_input = at::zeros({batch, C, T}, grad.options().dtype(acc_type));
   if (N == 0 || C == 0) return grad_input.to(grad.scalar_type());
 

@@ -45,7 +45,7 @@ def keep_mask(seed: int, bh: torch.Tensor, i: torch.Tensor, j: torch.Tensor, p: 
 
     ``hash(hash(hash(seed ^ hash(bh)) ^ i) ^ j) >= keep_threshold(p)``, all words uint32.
     """
-    h = hash32((hash32(bh.long() & _MASK32) ^ (seed & _MASK32)))
+    h = hash32(hash32(bh.long() & _MASK32) ^ (seed & _MASK32))
     h = hash32(h ^ (i.long() & _MASK32))
     h = hash32(h ^ (j.long() & _MASK32))
     return h >= keep_threshold(p)

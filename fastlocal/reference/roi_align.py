@@ -23,11 +23,11 @@ def sampling_plan(
         rois: [N, 3] (batch index, start, end), float32/float64.
         length: T, the input length.
     Returns:
-        index [N, P, 2n] int64 into the flattened [B*T] frame axis, weight [N, P, 2n]
-        (zero for padding taps and samples outside ``[-1, T]``), with n the largest
-        per-RoI sample count.
+        index [N, P, 2n] int64 into the flattened [B*T] frame axis, -1 for the taps of
+        unused samples (padding beyond the RoI's own n, or outside ``[-1, T]``), and
+        weight [N, P, 2n] (zero for those), with n the largest per-RoI sample count.
     """
-    n_rois, P, T = rois.shape[0], output_size, length
+    P, T = output_size, length
     shift = 0.5 if aligned else 0.0
     start = rois[:, 1] - shift
     roi_len = rois[:, 2] - shift - start
@@ -58,8 +58,10 @@ def sampling_plan(
     base = (rois[:, 0].long() * T).view(-1, 1, 1)
     index = torch.cat([base + lo.long(), base + hi.long()], dim=-1)
     weight = torch.cat([(1 - frac) * scale, frac * scale], dim=-1)
-    # Unused taps may point anywhere (e.g. frame -1): send them to frame 0 with weight 0.
-    index = torch.where(weight != 0, index, torch.zeros_like(index))
+    # Unused taps are marked -1 and dropped by the caller rather than sent to some frame
+    # with weight 0: 0 * inf there would put NaN in bins that never read that frame (the
+    # cpu kernel skips them). Used taps of weight 0 stay, as in the cpu kernel and torchvision.
+    index = torch.where(torch.cat([used, used], dim=-1), index, torch.full_like(index, -1))
     return index, weight
 
 
@@ -71,11 +73,17 @@ def roi_align_1d(
     n_rois = rois.shape[0]
     acc = acc_dtype(input.dtype)
     if n_rois == 0:
-        return input.new_zeros((0, C, output_size))
+        # An empty slice of ``input`` rather than new_zeros: the result stays in the autograd
+        # graph, so ``out.sum().backward()`` gives a zero gradient (as the cpu backend does)
+        # instead of raising "does not require grad".
+        return input[:0, :, :1].expand(0, C, output_size).clone()
     index, weight = sampling_plan(rois.to(acc), T, output_size, sampling_ratio, aligned)
     frames = input.to(acc).permute(0, 2, 1).reshape(B * T, C)
+    index, weight = index.view(n_rois * output_size, -1), weight.view(n_rois * output_size, -1)
+    valid = index >= 0
+    counts = valid.sum(dim=1)
+    # One bag per (RoI, bin) holding only its used taps; an empty bag sums to 0.
     out = F.embedding_bag(
-        index.view(n_rois * output_size, -1), frames, per_sample_weights=weight.view(n_rois * output_size, -1),
-        mode="sum",
+        index[valid], frames, torch.cumsum(counts, 0) - counts, per_sample_weights=weight[valid], mode="sum"
     )
     return out.view(n_rois, output_size, C).permute(0, 2, 1).to(input.dtype)

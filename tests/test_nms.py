@@ -1,0 +1,218 @@
+"""Correctness of ``fastlocal.nms_1d``, ``batched_nms_1d`` and ``soft_nms_1d``.
+
+The oracles are plain-Python loops over lists written from the documented rules:
+candidates visited by decreasing score, equal scores by lower index first; IoU of
+``[start, end]`` intervals, 0 when the union is empty; hard NMS suppresses IoU strictly
+greater than the threshold (torchvision's rule).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import fastlocal
+
+BACKENDS = ("reference", "cpu")
+
+
+def brute_iou(a: list[float], b: list[float]) -> float:
+    """IoU of two [start, end] intervals; 0 when the union is empty (two points)."""
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = (a[1] - a[0]) + (b[1] - b[0]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def brute_nms(segments: list[list[float]], scores: list[float], threshold: float) -> list[int]:
+    """Greedy NMS: visit by (-score, index); keep unless IoU > threshold with a kept one."""
+    keep: list[int] = []
+    for i in sorted(range(len(scores)), key=lambda i: (-scores[i], i)):
+        if all(brute_iou(segments[i], segments[j]) <= threshold for j in keep):
+            keep.append(i)
+    return keep
+
+
+def brute_batched_nms(segments, scores, classes, threshold) -> list[int]:
+    """Per-class brute NMS, merged by (-score, index)."""
+    kept: list[int] = []
+    for c in set(classes):
+        members = [i for i, k in enumerate(classes) if k == c]
+        kept += [members[j] for j in brute_nms([segments[i] for i in members], [scores[i] for i in members],
+                                               threshold)]
+    return sorted(kept, key=lambda i: (-scores[i], i))
+
+
+def brute_soft_nms(segments, scores, sigma, iou_threshold, score_threshold, method):
+    """Soft-NMS loop: drop scores < score_threshold, pick the max (lowest index on ties), decay the rest."""
+    current = dict(enumerate(scores))
+    picked, picked_scores = [], []
+    while True:
+        current = {i: s for i, s in current.items() if s >= score_threshold}
+        if not current:
+            return picked, picked_scores
+        best = min(current, key=lambda i: (-current[i], i))
+        picked.append(best)
+        picked_scores.append(current.pop(best))
+        for i in current:
+            overlap = brute_iou(segments[best], segments[i])
+            if method == "gaussian":
+                current[i] *= math.exp(-(overlap * overlap) / sigma)
+            elif overlap > iou_threshold:
+                current[i] *= 1.0 - overlap
+
+
+def random_detections(n: int, seed: int, *, dtype=torch.float64, span: float = 50.0):
+    """Random segments with ties in score, zero-length and duplicated segments."""
+    g = torch.Generator().manual_seed(seed)
+    start = torch.rand(n, generator=g, dtype=torch.float64) * span
+    length = torch.rand(n, generator=g, dtype=torch.float64) * 10
+    length[torch.rand(n, generator=g) < 0.1] = 0.0  # zero-length segments
+    segments = torch.stack([start, start + length], dim=1)
+    if n > 4:
+        dup = torch.randint(0, n, (n // 5,), generator=g)
+        segments[torch.randint(0, n, (n // 5,), generator=g)] = segments[dup]  # identical segments
+    # Scores on a coarse grid: many exact ties, so the stable order is exercised.
+    scores = torch.randint(0, max(2, n // 3), (n,), generator=g).to(torch.float64) / 7
+    return segments.to(dtype), scores.to(dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hand_cases(backend):
+    segs = torch.tensor([[0.0, 2.0], [0.0, 1.0], [1.0, 3.0], [5.0, 5.0], [5.0, 5.0], [4.0, 6.0]],
+                        dtype=torch.float64)
+    scores = torch.tensor([0.9, 0.8, 0.8, 0.7, 0.7, 0.1], dtype=torch.float64)
+    # IoU(0,1) = 1/2 (not > 0.5: kept); IoU(0,2) = 1/3; points 3, 4 have an empty union with
+    # each other (IoU 0) and an empty intersection with 5 (IoU 0 -> never suppressed).
+    assert fastlocal.nms_1d(segs, scores, 0.5, backend=backend).tolist() == [0, 1, 2, 3, 4, 5]
+    # At 0.4, 1 goes (1/2 > 0.4); 2 stays (IoU 1/3 with 0).
+    assert fastlocal.nms_1d(segs, scores, 0.4, backend=backend).tolist() == [0, 2, 3, 4, 5]
+    # At 0.3, 2 goes too (1/3 > 0.3); at 0 any positive overlap suppresses.
+    assert fastlocal.nms_1d(segs, scores, 0.3, backend=backend).tolist() == [0, 3, 4, 5]
+    assert fastlocal.nms_1d(segs, scores, 0.0, backend=backend).tolist() == [0, 3, 4, 5]
+    # Threshold 1 never suppresses (IoU <= 1), even identical segments.
+    same = torch.tensor([[1.0, 2.0]] * 3, dtype=torch.float64)
+    tied = torch.tensor([0.5, 0.5, 0.5], dtype=torch.float64)
+    assert fastlocal.nms_1d(same, tied, 1.0, backend=backend).tolist() == [0, 1, 2]
+    # Identical segments and tied scores: the lowest index survives.
+    assert fastlocal.nms_1d(same, tied, 0.99, backend=backend).tolist() == [0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_and_single(backend):
+    out = fastlocal.nms_1d(torch.zeros(0, 2), torch.zeros(0), 0.5, backend=backend)
+    assert out.dtype == torch.int64 and out.shape == (0,)
+    out = fastlocal.nms_1d(torch.tensor([[3.0, 4.0]]), torch.tensor([-2.0]), 0.0, backend=backend)
+    assert out.dtype == torch.int64 and out.tolist() == [0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("threshold", [0.0, 0.1, 0.3, 0.5, 0.7, 1.0])
+@pytest.mark.parametrize("n", [2, 7, 60, 300])
+def test_nms_matches_brute_force(backend, threshold, n):
+    segments, scores = random_detections(n, seed=n)
+    out = fastlocal.nms_1d(segments, scores, threshold, backend=backend)
+    assert out.dtype == torch.int64
+    assert out.tolist() == brute_nms(segments.tolist(), scores.tolist(), threshold)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_nms_low_precision_cpu_matches_reference(dtype):
+    # Both backends compute IoUs with the same float32 formula: identical decisions.
+    for seed in range(5):
+        segments, scores = random_detections(200, seed=seed, dtype=dtype)
+        for threshold in (0.0, 0.4, 0.8):
+            cpu = fastlocal.nms_1d(segments, scores, threshold, backend="cpu")
+            ref = fastlocal.nms_1d(segments, scores, threshold, backend="reference")
+            assert cpu.tolist() == ref.tolist()
+
+
+def test_nms_large_cpu_matches_reference():
+    g = torch.Generator().manual_seed(7)
+    n = 20_000
+    start = torch.rand(n, generator=g) * 5000
+    segments = torch.stack([start, start + torch.rand(n, generator=g) * 30], dim=1)
+    scores = torch.randint(0, 1000, (n,), generator=g).float() / 1000  # ties too
+    for threshold in (0.3, 0.7):
+        cpu = fastlocal.nms_1d(segments, scores, threshold, backend="cpu")
+        ref = fastlocal.nms_1d(segments, scores, threshold, backend="reference")
+        assert cpu.tolist() == ref.tolist()
+        assert 0 < cpu.numel() < n
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.6, 1.0])
+def test_batched_nms_matches_per_class_brute_force(backend, threshold):
+    for seed, n_classes in [(0, 1), (1, 3), (2, 8)]:
+        segments, scores = random_detections(120, seed=seed)
+        classes = torch.randint(0, n_classes, (120,), generator=torch.Generator().manual_seed(seed))
+        out = fastlocal.batched_nms_1d(segments, scores, classes, threshold, backend=backend)
+        want = brute_batched_nms(segments.tolist(), scores.tolist(), classes.tolist(), threshold)
+        assert out.tolist() == want
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batched_nms_edge_cases(backend):
+    empty = fastlocal.batched_nms_1d(torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5,
+                                     backend=backend)
+    assert empty.dtype == torch.int64 and empty.shape == (0,)
+    # Identical segments in different classes never suppress each other.
+    segs = torch.tensor([[0.0, 1.0]] * 4)
+    out = fastlocal.batched_nms_1d(segs, torch.tensor([0.1, 0.4, 0.3, 0.2]), torch.tensor([0, 1, 0, 1]), 0.5,
+                                   backend=backend)
+    assert out.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batched_nms_is_exact_for_large_class_ids(backend):
+    # Within class 1000, IoU([0, 1], [1 - 2^-20, 2]) = 2^-20 / 2 > 0: suppressed at threshold 0.
+    # Offsetting float32 coordinates by class_id * span (~3000) would round 1 - 2^-20 up to 1
+    # and turn that overlap into a touch (IoU 0).
+    segs = torch.tensor([[0.0, 1.0], [1.0 - 2.0**-20, 2.0]], dtype=torch.float32)
+    scores = torch.tensor([0.9, 0.8])
+    classes = torch.tensor([1000, 1000])
+    assert fastlocal.nms_1d(segs, scores, 0.0, backend=backend).tolist() == [0]
+    assert fastlocal.batched_nms_1d(segs, scores, classes, 0.0, backend=backend).tolist() == [0]
+
+
+@pytest.mark.parametrize("method", ["gaussian", "linear"])
+@pytest.mark.parametrize(
+    ("sigma", "iou_threshold", "score_threshold"), [(0.5, 0.3, 0.001), (0.2, 0.0, 0.05), (1.0, 0.7, 0.3)]
+)
+def test_soft_nms_matches_brute_force(method, sigma, iou_threshold, score_threshold):
+    for seed, n in [(0, 1), (1, 9), (2, 80)]:
+        segments, scores = random_detections(n, seed=seed)
+        scores = scores / scores.max().clamp(min=1e-9)  # scores in [0, 1] as detectors give
+        idx, dec = fastlocal.soft_nms_1d(segments, scores, sigma=sigma, iou_threshold=iou_threshold,
+                                         score_threshold=score_threshold, method=method)
+        want_idx, want_scores = brute_soft_nms(segments.tolist(), scores.tolist(), sigma, iou_threshold,
+                                               score_threshold, method)
+        assert idx.dtype == torch.int64
+        assert idx.tolist() == want_idx
+        # exp() of torch and of math may differ in the last ulp.
+        torch.testing.assert_close(dec, torch.tensor(want_scores, dtype=torch.float64).reshape(-1),
+                                   rtol=1e-12, atol=1e-15)
+        assert (dec >= score_threshold).all()
+
+
+def test_soft_nms_hand_case():
+    segs = torch.tensor([[0.0, 2.0], [1.0, 3.0], [10.0, 11.0]], dtype=torch.float64)
+    scores = torch.tensor([0.9, 0.8, 0.5], dtype=torch.float64)
+    # IoU(0, 1) = 1/3. Linear, threshold 0.3: 0.8 * (1 - 1/3) = 0.8*2/3 = 0.5333 > 0.5.
+    idx, dec = fastlocal.soft_nms_1d(segs, scores, iou_threshold=0.3, method="linear")
+    assert idx.tolist() == [0, 1, 2]
+    torch.testing.assert_close(dec, torch.tensor([0.9, 0.8 * 2 / 3, 0.5], dtype=torch.float64))
+    # Linear, threshold 0.4: 1/3 is not above it, no decay.
+    _, dec = fastlocal.soft_nms_1d(segs, scores, iou_threshold=0.4, method="linear")
+    torch.testing.assert_close(dec, torch.tensor([0.9, 0.8, 0.5], dtype=torch.float64))
+    # Gaussian sigma 0.1: 0.8 * exp(-(1/9)/0.1) = 0.8 * exp(-10/9) = 0.2636 < 0.5: picked last.
+    idx, dec = fastlocal.soft_nms_1d(segs, scores, sigma=0.1, method="gaussian")
+    assert idx.tolist() == [0, 2, 1]
+    torch.testing.assert_close(dec, torch.tensor([0.9, 0.5, 0.8 * math.exp(-10 / 9)], dtype=torch.float64))
+    # A score threshold above the decayed score drops it.
+    idx, _ = fastlocal.soft_nms_1d(segs, scores, sigma=0.1, score_threshold=0.3, method="gaussian")
+    assert idx.tolist() == [0, 2]
+    # Everything below the threshold: nothing is picked.
+    idx, dec = fastlocal.soft_nms_1d(segs, scores, score_threshold=0.95)
+    assert idx.tolist() == [] and dec.shape == (0,)
