@@ -12,6 +12,7 @@ Every op takes ``backend=`` ("cuda", "triton", "cpu", "reference"); see
 :func:`available_backends` and :func:`use_backend`.
 """
 
+from . import nn
 from ._dispatch import BackendUnavailableError, available_backends, use_backend
 from .local_attention import local_attention, local_attention_probs
 from .nms import batched_nms_1d, nms_1d, soft_nms_1d
@@ -27,6 +28,7 @@ __all__ = [
     "local_attention",
     "local_attention_probs",
     "nms_1d",
+    "nn",
     "roi_align_1d",
     "soft_nms_1d",
     "topk_std_attention",

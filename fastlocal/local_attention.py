@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 
 from . import _validate as check
-from ._dispatch import resolve_backend
+from ._dispatch import kernels, resolve_backend
 from .reference import local_attention as reference
 
-IMPLEMENTED = ("reference",)
+IMPLEMENTED = ("cpu", "reference")
 EDGES = ("clip", "shift")
 
 
@@ -130,12 +130,17 @@ def local_attention(
     device = check.same_device(q=q, k=k, v=v, rpb=rpb, key_padding_mask=key_padding_mask)
     if rpb is not None:
         check.same_dtype(q=q, rpb=rpb)
-    resolve_backend("local_attention", device, backend, IMPLEMENTED)
+    name = resolve_backend("local_attention", device, backend, IMPLEMENTED)
     # The per-call dropout seed comes from torch's default generator (torch.manual_seed).
     seed = int(torch.randint(0, 2**31 - 1, ())) if dropout_p > 0 else 0
-    return reference.local_attention(
-        q, k, v, win.left, win.right, win.edge, rpb, key_padding_mask, scale, dropout_p, seed
+    if name == "reference":
+        return reference.local_attention(
+            q, k, v, win.left, win.right, win.edge, rpb, key_padding_mask, scale, dropout_p, seed
+        )
+    out, _ = _local_attention(
+        q, k, v, rpb, key_padding_mask, win.left, win.right, win.edge == "shift", scale, dropout_p, seed, name
     )
+    return out
 
 
 def local_attention_probs(
@@ -174,5 +179,122 @@ def local_attention_probs(
         check.same_dtype(q=q, rpb=rpb)
     if check.checking_values() and rows.numel() and (rows.min() < 0 or rows.max() >= T):
         raise ValueError(f"rows must be in [0, {T}), got values in [{rows.min().item()}, {rows.max().item()}]")
-    resolve_backend("local_attention_probs", device, backend, IMPLEMENTED)
-    return reference.local_attention_probs(q, k, rows, win.left, win.right, win.edge, rpb, key_padding_mask, scale)
+    name = resolve_backend("local_attention_probs", device, backend, IMPLEMENTED)
+    if name == "reference":
+        return reference.local_attention_probs(q, k, rows, win.left, win.right, win.edge, rpb, key_padding_mask, scale)
+    rows = rows.long().expand(B, -1) if rows.dim() == 1 else rows.long()
+    return _local_attention_probs(q, k, rows, rpb, key_padding_mask, win.left, win.right, win.edge == "shift", scale,
+                                  name)
+
+
+# ---- torch.library registration of the compiled kernels ---------------------------------
+# The forward returns the per-row log-sum-exp beside the output: the backward recomputes
+# the probabilities from it instead of storing anything of size T x window.
+
+
+def _acc_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _or_empty(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """Custom ops cannot return None: an absent gradient travels as an empty tensor."""
+    return like.new_empty(0) if t is None else t
+
+
+@torch.library.custom_op("fastlocal::local_attention", mutates_args=())
+def _local_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor | None,
+    key_padding_mask: torch.Tensor | None, left: int, right: int, shift: bool, scale: float, dropout_p: float,
+    seed: int, backend: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return kernels(backend, "local_attention").local_attention_forward(
+        q, k, v, rpb, key_padding_mask, left, right, shift, scale, dropout_p, seed
+    )
+
+
+@_local_attention.register_fake
+def _(q, k, v, rpb, key_padding_mask, left, right, shift, scale, dropout_p, seed, backend):
+    B, H, T, _ = q.shape
+    return q.new_empty((B, H, T, v.shape[-1])), q.new_empty((B, H, T), dtype=_acc_dtype(q))
+
+
+@torch.library.custom_op("fastlocal::local_attention_backward", mutates_args=())
+def _local_attention_backward(
+    grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+    rpb: torch.Tensor | None, key_padding_mask: torch.Tensor | None, left: int, right: int, shift: bool,
+    scale: float, dropout_p: float, seed: int, backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv, drpb = kernels(backend, "local_attention").local_attention_backward(
+        grad, q, k, v, out, lse, rpb, key_padding_mask, left, right, shift, scale, dropout_p, seed
+    )
+    return dq, dk, dv, _or_empty(drpb, q)
+
+
+@_local_attention_backward.register_fake
+def _(grad, q, k, v, out, lse, rpb, key_padding_mask, left, right, shift, scale, dropout_p, seed, backend):
+    drpb = q.new_empty(0) if rpb is None else torch.empty_like(rpb)
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), drpb
+
+
+def _local_attention_setup(ctx, inputs, output):
+    q, k, v, rpb, mask, *args = inputs
+    ctx.save_for_backward(q, k, v, rpb, mask, *output)
+    ctx.args = args
+
+
+def _local_attention_grad(ctx, grad_out, _grad_lse):
+    q, k, v, rpb, mask, out, lse = ctx.saved_tensors
+    dq, dk, dv, drpb = _local_attention_backward(grad_out, q, k, v, out, lse, rpb, mask, *ctx.args)
+    return dq, dk, dv, (drpb if rpb is not None else None), None, None, None, None, None, None, None, None
+
+
+_local_attention.register_autograd(_local_attention_grad, setup_context=_local_attention_setup)
+
+
+@torch.library.custom_op("fastlocal::local_attention_probs", mutates_args=())
+def _local_attention_probs(
+    q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor, rpb: torch.Tensor | None,
+    key_padding_mask: torch.Tensor | None, left: int, right: int, shift: bool, scale: float, backend: str,
+) -> torch.Tensor:
+    return kernels(backend, "local_attention").local_attention_probs_forward(
+        q, k, rows, rpb, key_padding_mask, left, right, shift, scale
+    )
+
+
+@_local_attention_probs.register_fake
+def _(q, k, rows, rpb, key_padding_mask, left, right, shift, scale, backend):
+    B, H = q.shape[:2]
+    return q.new_empty((B, H, rows.shape[1], left + right + 1))
+
+
+@torch.library.custom_op("fastlocal::local_attention_probs_backward", mutates_args=())
+def _local_attention_probs_backward(
+    grad: torch.Tensor, probs: torch.Tensor, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor,
+    rpb: torch.Tensor | None, key_padding_mask: torch.Tensor | None, left: int, right: int, shift: bool,
+    scale: float, backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, drpb = kernels(backend, "local_attention").local_attention_probs_backward(
+        grad, probs, q, k, rows, rpb, key_padding_mask, left, right, shift, scale
+    )
+    return dq, dk, _or_empty(drpb, q)
+
+
+@_local_attention_probs_backward.register_fake
+def _(grad, probs, q, k, rows, rpb, key_padding_mask, left, right, shift, scale, backend):
+    drpb = q.new_empty(0) if rpb is None else torch.empty_like(rpb)
+    return torch.empty_like(q), torch.empty_like(k), drpb
+
+
+def _probs_setup(ctx, inputs, output):
+    q, k, rows, rpb, mask, *args = inputs
+    ctx.save_for_backward(q, k, rows, rpb, mask, output)
+    ctx.args = args
+
+
+def _probs_grad(ctx, grad):
+    q, k, rows, rpb, mask, probs = ctx.saved_tensors
+    dq, dk, drpb = _local_attention_probs_backward(grad, probs, q, k, rows, rpb, mask, *ctx.args)
+    return dq, dk, None, (drpb if rpb is not None else None), None, None, None, None, None, None
+
+
+_local_attention_probs.register_autograd(_probs_grad, setup_context=_probs_setup)

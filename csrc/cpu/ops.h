@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include <tuple>
+
 namespace fastlocal::cpu {
 
 // input [B, C, T] (any float dtype), rois [N, 3] float32/float64 (b, start, end) -> [N, C, P]
@@ -15,5 +17,29 @@ at::Tensor roi_align_1d_backward(const at::Tensor& grad, const at::Tensor& rois,
 
 // segments [N, 2], scores [N] (float32/float64) -> kept indices, int64, by decreasing score
 at::Tensor nms_1d(const at::Tensor& segments, const at::Tensor& scores, double iou_threshold);
+
+// Banded local attention (fastlocal/reference/local_attention.py). q, k [B, H, T, D],
+// v [B, H, T, Dv]; seed drives the counter-based dropout. Returns (out, lse [B, H, T]).
+std::tuple<at::Tensor, at::Tensor> local_attention_forward(const at::Tensor& q, const at::Tensor& k,
+                                                           const at::Tensor& v, const c10::optional<at::Tensor>& rpb,
+                                                           const c10::optional<at::Tensor>& key_padding_mask,
+                                                           int64_t left, int64_t right, bool shift, double scale,
+                                                           double dropout_p, int64_t seed);
+// Returns (dq, dk, dv, drpb); drpb is undefined without rpb. Deterministic.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> local_attention_backward(
+    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+    const at::Tensor& lse, const c10::optional<at::Tensor>& rpb, const c10::optional<at::Tensor>& key_padding_mask,
+    int64_t left, int64_t right, bool shift, double scale, double dropout_p, int64_t seed);
+
+// rows [B, R] int64 -> probs [B, H, R, left + right + 1].
+at::Tensor local_attention_probs_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& rows,
+                                         const c10::optional<at::Tensor>& rpb,
+                                         const c10::optional<at::Tensor>& key_padding_mask, int64_t left,
+                                         int64_t right, bool shift, double scale);
+// Returns (dq, dk, drpb); drpb is undefined without rpb.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> local_attention_probs_backward(
+    const at::Tensor& grad, const at::Tensor& probs, const at::Tensor& q, const at::Tensor& k, const at::Tensor& rows,
+    const c10::optional<at::Tensor>& rpb, const c10::optional<at::Tensor>& key_padding_mask, int64_t left,
+    int64_t right, bool shift, double scale);
 
 }  // namespace fastlocal::cpu

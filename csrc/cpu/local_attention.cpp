@@ -1,0 +1,201 @@
+// Banded local attention on CPU: the ATen-facing glue of the kernels in
+// local_attention_kernel.h (argument checks, dtype conversion, allocation, the runtime
+// choice of instruction set, OpenMP over tasks, and the deterministic reductions).
+// Semantics: fastlocal/reference/local_attention.py.
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+#include "local_attention.h"
+#include "ops.h"
+
+namespace fastlocal::cpu {
+namespace {
+
+namespace la = local_attention;
+
+bool cpu_has_avx2() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+}
+
+at::ScalarType acc_type(const at::Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
+
+at::Tensor as_acc(const at::Tensor& t, at::ScalarType acc) { return t.to(acc).contiguous(); }
+
+struct Shapes {
+  int64_t B, H, T, D, Dv, n_bias;
+};
+
+// Shapes and the checks that guard memory: Python validates first, this repeats what a
+// direct call could get wrong.
+Shapes check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const c10::optional<at::Tensor>& rpb,
+             const c10::optional<at::Tensor>& pad, int64_t left, int64_t right, bool shift) {
+  TORCH_CHECK_VALUE(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "q, k, v must be 4-D [B, H, T, D]");
+  TORCH_CHECK_TYPE(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(),
+                   "q, k, v must share a dtype");
+  TORCH_CHECK_TYPE(at::isFloatingType(q.scalar_type()), "q must be a floating tensor, got ", q.scalar_type());
+  const Shapes s{q.size(0), q.size(1), q.size(2), q.size(3), v.size(3), 0};
+  TORCH_CHECK_VALUE(k.sizes() == q.sizes(), "k must have the shape of q ", q.sizes(), ", got ", k.sizes());
+  TORCH_CHECK_VALUE(v.size(0) == s.B && v.size(1) == s.H && v.size(2) == s.T, "v must be [B, H, T, Dv], got ",
+                    v.sizes());
+  TORCH_CHECK_VALUE(s.T >= 1 && s.D >= 1 && s.Dv >= 1, "T, D and Dv must be >= 1");
+  TORCH_CHECK_VALUE(left >= 0 && right >= 0, "window_left and window_right must be >= 0");
+  TORCH_CHECK_VALUE(!shift || left == right, "edge='shift' requires a symmetric window");
+  Shapes out = s;
+  if (rpb) {
+    const int64_t expected = shift ? 2 * (left + right) + 1 : left + right + 1;
+    TORCH_CHECK_VALUE(rpb->dim() == 2 && rpb->size(0) == s.H && rpb->size(1) == expected, "rpb must be [", s.H,
+                      ", ", expected, "], got ", rpb->sizes());
+    out.n_bias = expected;
+  }
+  if (pad) {
+    TORCH_CHECK_TYPE(pad->scalar_type() == at::kBool, "key_padding_mask must be bool");
+    TORCH_CHECK_VALUE(pad->dim() == 2 && pad->size(0) == s.B && pad->size(1) == s.T,
+                      "key_padding_mask must be [B, T], got ", pad->sizes());
+  }
+  return out;
+}
+
+template <typename T>
+la::Params<T> make_params(const Shapes& s, int64_t left, int64_t right, bool shift, double scale, double dropout_p,
+                          int64_t seed) {
+  la::Params<T> p{};
+  p.batch = s.B;
+  p.heads = s.H;
+  p.length = s.T;
+  p.dim = s.D;
+  p.dim_v = s.Dv;
+  p.left = left;
+  p.right = right;
+  p.shift = shift;
+  p.n_bias = s.n_bias;
+  p.scale = T(scale);
+  p.dropout_p = dropout_p;
+  p.seed = uint32_t(seed);
+  p.chunk = la::task_rows(left + right + 1);
+  return p;
+}
+
+// Run `kernel(params, t0, t1, scratch)` over all tasks, one scratch buffer per thread.
+template <typename T, typename Kernel>
+void run_tasks(const la::Params<T>& p, bool backward, const Kernel& kernel) {
+  const int64_t scratch = la::Layout(p, backward).size;
+  at::parallel_for(0, p.tasks(), 1, [&](int64_t t0, int64_t t1) {
+    std::vector<T> buffer(scratch);
+    kernel(t0, t1, buffer.data());
+  });
+}
+
+// Adds every task's halo rows into dk / dv and sums the bias partials, in task order.
+template <typename T>
+void merge_backward(const la::Params<T>& p, const T* halo, const T* partial, T* drpb) {
+  const int64_t rows = la::halo_rows(p), stride = la::halo_stride(p);
+  const auto add = [](T* dst, const T* src, int64_t n) {
+    for (int64_t m = 0; m < n; ++m) dst[m] += src[m];
+  };
+  at::parallel_for(0, p.batch * p.heads, 1, [&](int64_t bh0, int64_t bh1) {
+    for (int64_t bh = bh0; bh < bh1; ++bh) {
+      for (int64_t c = 0; c < p.chunks(); ++c) {
+        const int64_t t = bh * p.chunks() + c;
+        const int64_t row_begin = c * p.chunk, row_end = std::min(row_begin + p.chunk, p.length);
+        const int64_t key_begin = p.keys_begin(row_begin), key_end = p.keys_end(row_end - 1);
+        const int64_t n_lo = row_begin - key_begin, n_hi = key_end - row_end;
+        const T* h = halo + t * stride;
+        const T* dk_lo = h;
+        const T* dk_hi = dk_lo + rows * p.dim;
+        const T* dv_lo = dk_hi + rows * p.dim;
+        const T* dv_hi = dv_lo + rows * p.dim_v;
+        add(p.dk + (bh * p.length + key_begin) * p.dim, dk_lo, n_lo * p.dim);
+        add(p.dk + (bh * p.length + row_end) * p.dim, dk_hi, n_hi * p.dim);
+        add(p.dv + (bh * p.length + key_begin) * p.dim_v, dv_lo, n_lo * p.dim_v);
+        add(p.dv + (bh * p.length + row_end) * p.dim_v, dv_hi, n_hi * p.dim_v);
+      }
+    }
+  });
+  if (drpb == nullptr) return;
+  for (int64_t m = 0; m < p.heads * p.n_bias; ++m) drpb[m] = T(0);
+  for (int64_t t = 0; t < p.tasks(); ++t) {
+    const int64_t h = (t / p.chunks()) % p.heads;
+    add(drpb + h * p.n_bias, partial + t * p.n_bias, p.n_bias);
+  }
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> local_attention_forward(const at::Tensor& q_, const at::Tensor& k_,
+                                                           const at::Tensor& v_, const c10::optional<at::Tensor>& rpb_,
+                                                           const c10::optional<at::Tensor>& pad_, int64_t left,
+                                                           int64_t right, bool shift, double scale, double dropout_p,
+                                                           int64_t seed) {
+  const Shapes s = check(q_, k_, v_, rpb_, pad_, left, right, shift);
+  const at::ScalarType acc = acc_type(q_);
+  const at::Tensor q = as_acc(q_, acc), k = as_acc(k_, acc), v = as_acc(v_, acc);
+  const at::Tensor rpb = rpb_ ? as_acc(*rpb_, acc) : at::Tensor();
+  const at::Tensor pad = pad_ ? pad_->contiguous() : at::Tensor();
+  at::Tensor out = at::empty({s.B, s.H, s.T, s.Dv}, q.options());
+  at::Tensor lse = at::empty({s.B, s.H, s.T}, q.options());
+  AT_DISPATCH_FLOATING_TYPES(acc, "local_attention_forward", [&] {
+    auto p = make_params<scalar_t>(s, left, right, shift, scale, dropout_p, seed);
+    p.q = q.const_data_ptr<scalar_t>();
+    p.k = k.const_data_ptr<scalar_t>();
+    p.v = v.const_data_ptr<scalar_t>();
+    p.rpb = rpb.defined() ? rpb.const_data_ptr<scalar_t>() : nullptr;
+    p.pad = pad.defined() ? reinterpret_cast<const uint8_t*>(pad.const_data_ptr<bool>()) : nullptr;
+    p.out = out.mutable_data_ptr<scalar_t>();
+    p.lse = lse.mutable_data_ptr<scalar_t>();
+    const bool avx2 = cpu_has_avx2();
+    run_tasks(p, false, [&](int64_t t0, int64_t t1, scalar_t* scratch) {
+      if (avx2) la::avx2::forward(p, t0, t1, scratch);
+      else la::baseline::forward(p, t0, t1, scratch);
+    });
+  });
+  return {out.to(q_.scalar_type()), lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> local_attention_backward(
+    const at::Tensor& grad_, const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_, const at::Tensor& out_,
+    const at::Tensor& lse_, const c10::optional<at::Tensor>& rpb_, const c10::optional<at::Tensor>& pad_,
+    int64_t left, int64_t right, bool shift, double scale, double dropout_p, int64_t seed) {
+  const Shapes s = check(q_, k_, v_, rpb_, pad_, left, right, shift);
+  TORCH_CHECK_VALUE(grad_.sizes() == out_.sizes() && out_.size(0) == s.B && out_.size(1) == s.H &&
+                        out_.size(2) == s.T && out_.size(3) == s.Dv,
+                    "grad and out must be [B, H, T, Dv]");
+  TORCH_CHECK_VALUE(lse_.dim() == 3 && lse_.size(0) == s.B && lse_.size(1) == s.H && lse_.size(2) == s.T,
+                    "lse must be [B, H, T]");
+  const at::ScalarType acc = acc_type(q_);
+  const at::Tensor q = as_acc(q_, acc), k = as_acc(k_, acc), v = as_acc(v_, acc);
+  const at::Tensor grad = as_acc(grad_, acc), out = as_acc(out_, acc), lse = as_acc(lse_, acc);
+  const at::Tensor rpb = rpb_ ? as_acc(*rpb_, acc) : at::Tensor();
+  const at::Tensor pad = pad_ ? pad_->contiguous() : at::Tensor();
+  at::Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
+  at::Tensor drpb = rpb.defined() ? at::empty_like(rpb) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(acc, "local_attention_backward", [&] {
+    auto p = make_params<scalar_t>(s, left, right, shift, scale, dropout_p, seed);
+    p.q = q.const_data_ptr<scalar_t>();
+    p.k = k.const_data_ptr<scalar_t>();
+    p.v = v.const_data_ptr<scalar_t>();
+    p.rpb = rpb.defined() ? rpb.const_data_ptr<scalar_t>() : nullptr;
+    p.pad = pad.defined() ? reinterpret_cast<const uint8_t*>(pad.const_data_ptr<bool>()) : nullptr;
+    p.out = const_cast<scalar_t*>(out.const_data_ptr<scalar_t>());  // read only in the backward
+    p.lse = const_cast<scalar_t*>(lse.const_data_ptr<scalar_t>());
+    p.dout = grad.const_data_ptr<scalar_t>();
+    p.dq = dq.mutable_data_ptr<scalar_t>();
+    p.dk = dk.mutable_data_ptr<scalar_t>();
+    p.dv = dv.mutable_data_ptr<scalar_t>();
+    // n_bias = 0 without a bias: the partials are then empty.
+    std::vector<scalar_t> halo(p.tasks() * la::halo_stride(p)), partial(p.tasks() * p.n_bias);
+    const bool avx2 = cpu_has_avx2();
+    run_tasks(p, true, [&](int64_t t0, int64_t t1, scalar_t* scratch) {
+      if (avx2) la::avx2::backward(p, t0, t1, scratch, halo.data(), partial.data());
+      else la::baseline::backward(p, t0, t1, scratch, halo.data(), partial.data());
+    });
+    merge_backward(p, halo.data(), partial.data(), drpb.defined() ? drpb.mutable_data_ptr<scalar_t>() : nullptr);
+  });
+  const at::ScalarType dtype = q_.scalar_type();
+  return {dq.to(dtype), dk.to(dtype), dv.to(dtype), drpb.defined() ? drpb.to(rpb_->scalar_type()) : drpb};
+}
+
+}  // namespace fastlocal::cpu

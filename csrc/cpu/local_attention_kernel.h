@@ -1,0 +1,491 @@
+// Banded local attention kernels, written once and compiled per instruction set.
+//
+// Included only by local_attention_isa_*.cpp, *after* their `#pragma GCC target` and
+// inside `namespace fastlocal::cpu::local_attention::<isa>`. Everything here has
+// internal linkage except forward() / backward(), so no code built for one ISA can
+// leak into another. All standard headers are included by the .cpp before the pragma.
+//
+// Algorithm (flash-attention style, per task = one batch-head x `chunk` query rows):
+//   * the task's keys (a contiguous slice: windows are monotone in i) are transposed
+//     once into kt [D, keys] (and vt [Dv, keys] for the backward);
+//   * query rows go in tiles of kRows = 4: the tile's scores against the union of its
+//     windows (<= window + 3 keys) are one register-blocked product, vectorised over
+//     keys, so each loaded key vector feeds 4 FMAs (6 rows spill registers: 2x slower);
+//   * bias, out-of-window and padding masks, exp and the row sums are vector loops over
+//     the same tile; the output is the probability-weighted sum of value rows,
+//     vectorised over Dv. Nothing of size T x window is ever stored.
+//   * backward recomputes the probabilities from the saved log-sum-exp, writes dq, the
+//     dk/dv rows the task owns, and its contributions to neighbouring rows (halo) and to
+//     the bias table (partial), which the glue adds in task order: no atomics, no races,
+//     bitwise reproducible for any thread count.
+
+namespace {
+
+template <typename T>
+struct Vec;
+template <>
+struct Vec<float> {
+  // aligned(4) + may_alias: unaligned loads/stores of 8 floats through a float pointer.
+  typedef float type __attribute__((vector_size(32), aligned(4), may_alias));
+  typedef int32_t mask __attribute__((vector_size(32)));
+  static constexpr int width = 8;
+};
+template <>
+struct Vec<double> {
+  typedef double type __attribute__((vector_size(32), aligned(8), may_alias));
+  typedef int64_t mask __attribute__((vector_size(32)));
+  static constexpr int width = 4;
+};
+
+template <typename T>
+using vec_t = typename Vec<T>::type;
+
+template <typename T>
+inline vec_t<T> load(const T* p) { return *reinterpret_cast<const vec_t<T>*>(p); }
+template <typename T>
+inline void store(T* p, vec_t<T> v) { *reinterpret_cast<vec_t<T>*>(p) = v; }
+template <typename T>
+inline vec_t<T> splat(T x) { return vec_t<T>{} + x; }
+
+template <typename T>
+inline vec_t<T> iota() {
+  vec_t<T> v{};
+  for (int l = 0; l < Vec<T>::width; ++l) v[l] = T(l);
+  return v;
+}
+
+template <typename T>
+inline T hsum(vec_t<T> v) {
+  T s = 0;
+  for (int l = 0; l < Vec<T>::width; ++l) s += v[l];
+  return s;
+}
+
+template <typename T>
+inline T hmax(vec_t<T> v) {
+  T m = v[0];
+  for (int l = 1; l < Vec<T>::width; ++l) m = v[l] > m ? v[l] : m;
+  return m;
+}
+
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// exp of 8 floats as 2^(x log2 e): round-to-nearest split t = n + f (|f| <= 1/2) with the
+// 1.5 * 2^23 trick, 2^f by its degree-6 Taylor polynomial (relative error < 2e-7), and
+// 2^n added to the exponent bits. Lanes holding -inf (masked scores) give exactly 0.
+inline vec_t<float> vexp(vec_t<float> x) {
+  using V = vec_t<float>;
+  using I = Vec<float>::mask;
+  const I masked = x == splat<float>(-__builtin_inff());
+  x = x > splat(-87.0f) ? x : splat(-87.0f);
+  x = x < splat(88.0f) ? x : splat(88.0f);
+  const V t = x * 1.44269504088896341f;
+  const V n = (t + 12582912.0f) - 12582912.0f;
+  const V f = t - n;
+  V y = splat(1.5403530e-4f);
+  y = y * f + 1.3333558e-3f;
+  y = y * f + 9.6181291e-3f;
+  y = y * f + 5.5504109e-2f;
+  y = y * f + 2.4022651e-1f;
+  y = y * f + 6.9314718e-1f;
+  y = y * f + 1.0f;
+  I bits;
+  __builtin_memcpy(&bits, &y, sizeof(bits));
+  bits += __builtin_convertvector(n, I) << 23;
+  __builtin_memcpy(&y, &bits, sizeof(y));
+  return masked ? splat(0.0f) : y;
+}
+
+// float64 is the gradcheck path: exactness over speed.
+inline vec_t<double> vexp(vec_t<double> x) {
+  for (int l = 0; l < Vec<double>::width; ++l) x[l] = ::exp(x[l]);
+  return x;
+}
+
+// The counter-based dropout hash of fastlocal/reference/dropout.py (lowbias32).
+inline uint32_t hash32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7FEB352Du;
+  x ^= x >> 15;
+  x *= 0x846CA68Bu;
+  x ^= x >> 16;
+  return x;
+}
+
+struct Dropout {
+  uint32_t threshold = 0;  // keep when hash >= threshold
+  uint32_t head_key = 0;   // hash(hash(bh) ^ seed)
+
+  Dropout(double p, uint32_t seed, int64_t bh) {
+    if (p <= 0.0) return;
+    const double t = p * 4294967296.0;
+    threshold = t >= 4294967295.0 ? 4294967295u : uint32_t(t);
+    head_key = hash32(hash32(uint32_t(bh)) ^ seed);
+  }
+  bool active() const { return threshold != 0; }
+  uint32_t row_key(int64_t i) const { return hash32(head_key ^ uint32_t(i)); }
+  bool keep(uint32_t row_key, int64_t j) const { return hash32(row_key ^ uint32_t(j)) >= threshold; }
+};
+
+// out[r][j] = sum_d a[r][d] * bt[d][j] for r < kRows, j < n (rounded up to 2 vectors).
+// a: kRows row pointers of `dims` values; bt: [dims, ld_bt]. Each key vector loaded is
+// used by the 4 rows of the tile, which keeps the loop FMA-bound.
+template <typename T, int NV>
+inline void tile_scores_step(const T* const* a, int64_t dims, const T* col, int64_t ld_bt, T* out, int64_t ld_out) {
+  constexpr int W = Vec<T>::width;
+  constexpr int R = Layout::kRows;
+  using V = vec_t<T>;
+  V acc[R][NV] = {};
+  for (int64_t d = 0; d < dims; ++d) {
+    V b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = load(col + d * ld_bt + v * W);
+    for (int r = 0; r < R; ++r) {
+      const T x = a[r][d];
+      for (int v = 0; v < NV; ++v) acc[r][v] += x * b[v];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) store(out + r * ld_out + v * W, acc[r][v]);
+}
+
+// out[r][j] = sum_d a[r][d] * bt[d][j] for r < kRows, j < n (rounded up to a vector).
+// a: kRows row pointers of `dims` values; bt: [dims, ld_bt]. Each key vector loaded
+// feeds the kRows rows of the tile (kRows x 2 accumulators + loads fit the 16 registers),
+// which keeps the loop FMA-bound.
+template <typename T>
+void tile_scores(const T* const* a, int64_t dims, const T* bt, int64_t ld_bt, int64_t n, T* out, int64_t ld_out) {
+  constexpr int W = Vec<T>::width;
+  int64_t j = 0;
+  for (; j + W < n; j += 2 * W) tile_scores_step<T, 2>(a, dims, bt + j, ld_bt, out + j, ld_out);
+  if (j < n) tile_scores_step<T, 1>(a, dims, bt + j, ld_bt, out + j, ld_out);
+}
+
+// out[r][:dims] = sum_{j < n} w[r][j] * m[j][:dims] (m rows of stride ld_m), r < kRows.
+template <typename T>
+void tile_combine(const T* w, int64_t ld_w, int64_t n, const T* m, int64_t ld_m, int64_t dims, T* out,
+                  int64_t ld_out) {
+  constexpr int W = Vec<T>::width;
+  constexpr int R = Layout::kRows;
+  using V = vec_t<T>;
+  int64_t c = 0;
+  for (; c + 2 * W <= dims; c += 2 * W) {
+    V acc[R][2] = {};
+    for (int64_t j = 0; j < n; ++j) {
+      const V m0 = load(m + j * ld_m + c), m1 = load(m + j * ld_m + c + W);
+      for (int r = 0; r < R; ++r) {
+        const T x = w[r * ld_w + j];
+        acc[r][0] += x * m0;
+        acc[r][1] += x * m1;
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      store(out + r * ld_out + c, acc[r][0]);
+      store(out + r * ld_out + c + W, acc[r][1]);
+    }
+  }
+  for (; c < dims; ++c) {
+    for (int r = 0; r < R; ++r) {
+      T acc = 0;
+      for (int64_t j = 0; j < n; ++j) acc += w[r * ld_w + j] * m[j * ld_m + c];
+      out[r * ld_out + c] = acc;
+    }
+  }
+}
+
+// m[j][:dims] += sum_{r < kRows} w[r][j] * a[r][:dims] for j < n (the transpose of
+// tile_combine: the backward's dk / dv accumulation into the task's key rows).
+template <typename T>
+void tile_scatter(const T* w, int64_t ld_w, int64_t n, const T* const* a, int64_t dims, T* m, int64_t ld_m) {
+  constexpr int W = Vec<T>::width;
+  constexpr int R = Layout::kRows;
+  using V = vec_t<T>;
+  for (int64_t j = 0; j < n; ++j) {
+    T* row = m + j * ld_m;
+    int64_t c = 0;
+    for (; c + W <= dims; c += W) {
+      V acc = load(row + c);
+      for (int r = 0; r < R; ++r) acc += w[r * ld_w + j] * load(a[r] + c);
+      store(row + c, acc);
+    }
+    for (; c < dims; ++c) {
+      T acc = row[c];
+      for (int r = 0; r < R; ++r) acc += w[r * ld_w + j] * a[r][c];
+      row[c] = acc;
+    }
+  }
+}
+
+// Everything a task needs that does not change from one row tile to the next.
+template <typename T>
+struct Task {
+  const Params<T>& p;
+  const Layout& lay;
+  T* scratch;
+  int64_t bh, b, h, row_begin, row_end, key_begin, key_end;
+
+  Task(const Params<T>& p_, const Layout& lay_, T* scratch_, int64_t t) : p(p_), lay(lay_), scratch(scratch_) {
+    bh = t / p.chunks();
+    b = bh / p.heads;
+    h = bh % p.heads;
+    row_begin = (t % p.chunks()) * p.chunk;
+    row_end = min64(row_begin + p.chunk, p.length);
+    key_begin = p.keys_begin(row_begin);
+    key_end = p.keys_end(row_end - 1);
+  }
+  int64_t keys() const { return key_end - key_begin; }
+
+  // kt (and vt) <- the task's keys (values) transposed, so score loops read keys contiguously;
+  // `factor` folds the logit scale into the keys once instead of into every score.
+  void transpose(const T* src, int64_t dims, T factor, T* dst) const {
+    const T* base = src + (bh * p.length + key_begin) * dims;
+    for (int64_t j = 0; j < keys(); ++j)
+      for (int64_t d = 0; d < dims; ++d) dst[d * lay.ld_keys + j] = base[j * dims + d] * factor;
+    for (int64_t d = 0; d < dims; ++d)
+      for (int64_t j = keys(); j < lay.ld_keys; ++j) dst[d * lay.ld_keys + j] = T(0);
+  }
+
+  // The bias row of head h with zero slack around it; pen[j] = -inf for padded keys.
+  void prepare_bias_and_padding() const {
+    T* bias = scratch + lay.bias;
+    for (int64_t m = 0; m < lay.bias_len; ++m) bias[m] = T(0);
+    if (p.rpb != nullptr)
+      for (int64_t m = 0; m < p.n_bias; ++m) bias[Layout::kBias + m] = p.rpb[h * p.n_bias + m];
+    T* pen = scratch + lay.pen;
+    for (int64_t j = 0; j < lay.ld_keys; ++j) {
+      const bool padded = p.pad != nullptr && j < keys() && p.pad[b * p.length + key_begin + j];
+      pen[j] = padded ? -__builtin_inf() : T(0);
+    }
+  }
+};
+
+// One tile of up to kRows query rows: its rows, their key ranges, the keys the tile spans.
+template <typename T>
+struct RowTile {
+  int64_t first, count, key0, n;  // rows first..first+count-1; keys key0..key0+n-1
+  const T* q[Layout::kRows];
+
+  RowTile(const Task<T>& task, int64_t i0) {
+    const Params<T>& p = task.p;
+    first = i0;
+    count = min64(Layout::kRows, task.row_end - i0);
+    key0 = p.keys_begin(first);
+    n = p.keys_end(first + count - 1) - key0;
+    for (int r = 0; r < Layout::kRows; ++r)  // a short tile repeats its last row (results unused)
+      q[r] = p.q + (task.bh * p.length + first + min64(r, count - 1)) * p.dim;
+  }
+};
+
+// s[r][:] <- masked, biased logits of the tile (-inf outside each row's window / on padding);
+// returns each row's max in row_max.
+template <typename T>
+void tile_logits(const Task<T>& task, const RowTile<T>& tile, T* s, T* row_max) {
+  constexpr int W = Vec<T>::width;
+  using V = vec_t<T>;
+  const Params<T>& p = task.p;
+  const Layout& lay = task.lay;
+  tile_scores(tile.q, p.dim, task.scratch + lay.kt + (tile.key0 - task.key_begin), lay.ld_keys, tile.n, s,
+              lay.ld_cols);
+  const T* pen = task.scratch + lay.pen + (tile.key0 - task.key_begin);
+  const V lanes = iota<T>();
+  const V neg_inf = splat<T>(-__builtin_inf());
+  for (int64_t r = 0; r < tile.count; ++r) {
+    const int64_t i = tile.first + r;
+    // bias[jj] is the bias of key key0 + jj for query i: a contiguous slice of the table.
+    const T* bias = task.scratch + lay.bias + Layout::kBias + (tile.key0 - i) + p.bias_offset();
+    const V lo = splat(T(p.keys_begin(i) - tile.key0)), hi = splat(T(p.keys_end(i) - tile.key0));
+    T* row = s + r * lay.ld_cols;
+    V m = neg_inf;
+    for (int64_t jj = 0; jj < tile.n; jj += W) {
+      const V idx = lanes + T(jj);
+      V x = load(row + jj);
+      if (p.rpb != nullptr) x += load(bias + jj);
+      if (p.pad != nullptr) x += load(pen + jj);
+      x = (idx >= lo) & (idx < hi) ? x : neg_inf;
+      store(row + jj, x);
+      m = m > x ? m : x;
+    }
+    row_max[r] = hmax<T>(m);
+  }
+}
+
+// row[jj] <- exp(row[jj] - shift) for jj < n (whole vectors: lanes past n hold -inf
+// logits and become 0); returns the row sum.
+template <typename T>
+T exp_row(T* row, int64_t n, T shift) {
+  constexpr int W = Vec<T>::width;
+  vec_t<T> sum{};
+  for (int64_t jj = 0; jj < n; jj += W) {
+    const vec_t<T> e = vexp(load(row + jj) - shift);
+    store(row + jj, e);
+    sum += e;
+  }
+  return hsum<T>(sum);
+}
+
+template <typename T>
+void zero(T* x, int64_t n) {
+  for (int64_t m = 0; m < n; ++m) x[m] = T(0);
+}
+
+template <typename T>
+T dot(const T* a, const T* b, int64_t n) {
+  constexpr int W = Vec<T>::width;
+  vec_t<T> acc{};
+  int64_t c = 0;
+  for (; c + W <= n; c += W) acc += load(a + c) * load(b + c);
+  T s = hsum<T>(acc);
+  for (; c < n; ++c) s += a[c] * b[c];
+  return s;
+}
+
+template <typename T>
+void forward_impl(const Params<T>& p, int64_t t0, int64_t t1, T* scratch) {
+  constexpr int R = Layout::kRows;
+  const Layout lay(p, false);
+  T* s = scratch + lay.s;
+  T* o = scratch + lay.o;
+  const T keep_scale = T(1) / (T(1) - T(p.dropout_p));
+  for (int64_t t = t0; t < t1; ++t) {
+    const Task<T> task(p, lay, scratch, t);
+    task.transpose(p.k, p.dim, p.scale, scratch + lay.kt);
+    task.prepare_bias_and_padding();
+    const Dropout drop(p.dropout_p, p.seed, task.bh);
+    for (int64_t i0 = task.row_begin; i0 < task.row_end; i0 += R) {
+      const RowTile<T> tile(task, i0);
+      T row_max[R];
+      tile_logits(task, tile, s, row_max);
+      T inv_sum[R] = {};
+      for (int64_t r = 0; r < R; ++r) {
+        T* row = s + r * lay.ld_cols;
+        const int64_t i = tile.first + r;
+        if (r >= tile.count || row_max[r] == -__builtin_inf()) {  // no visible key: output 0
+          zero(row, tile.n);
+          if (r < tile.count) p.lse[task.bh * p.length + i] = -__builtin_inf();
+          continue;
+        }
+        const T sum = exp_row(row, tile.n, row_max[r]);
+        p.lse[task.bh * p.length + i] = row_max[r] + T(::log(double(sum)));
+        inv_sum[r] = T(1) / sum;
+        if (drop.active()) {
+          const uint32_t key = drop.row_key(i);
+          for (int64_t jj = 0; jj < tile.n; ++jj) row[jj] *= drop.keep(key, tile.key0 + jj) ? keep_scale : T(0);
+        }
+      }
+      tile_combine(s, lay.ld_cols, tile.n, p.v + (task.bh * p.length + tile.key0) * p.dim_v, p.dim_v, p.dim_v, o,
+                   p.dim_v);
+      for (int64_t r = 0; r < tile.count; ++r) {
+        T* dst = p.out + (task.bh * p.length + tile.first + r) * p.dim_v;
+        for (int64_t c = 0; c < p.dim_v; ++c) dst[c] = o[r * p.dim_v + c] * inv_sum[r];
+      }
+    }
+  }
+}
+
+// Per row of the tile: s <- the dropped-out probabilities p~ (what multiplied v),
+// dp <- ds = p * (dp~ * mask - delta), and accumulates ds into the task's bias gradient.
+template <typename T>
+void tile_softmax_backward(const Task<T>& task, const RowTile<T>& tile, const Dropout& drop, T* s, T* dp) {
+  constexpr int W = Vec<T>::width;
+  const Params<T>& p = task.p;
+  const Layout& lay = task.lay;
+  const T keep_scale = T(1) / (T(1) - T(p.dropout_p));
+  for (int64_t r = 0; r < Layout::kRows; ++r) {
+    T* prow = s + r * lay.ld_cols;
+    T* dprow = dp + r * lay.ld_cols;
+    const int64_t i = tile.first + r;
+    const T lse = r < tile.count ? p.lse[task.bh * p.length + i] : -__builtin_inf();
+    if (lse == -__builtin_inf()) {  // a row with no visible key (or past the tile) has no gradient
+      zero(prow, tile.n);
+      zero(dprow, tile.n);
+      continue;
+    }
+    exp_row(prow, tile.n, lse);
+    const int64_t row = task.bh * p.length + i;
+    const T delta = dot(p.dout + row * p.dim_v, p.out + row * p.dim_v, p.dim_v);
+    if (drop.active()) {
+      const uint32_t key = drop.row_key(i);
+      for (int64_t jj = 0; jj < tile.n; ++jj) {
+        const T m = drop.keep(key, tile.key0 + jj) ? keep_scale : T(0);
+        dprow[jj] = prow[jj] * (dprow[jj] * m - delta);
+        prow[jj] *= m;
+      }
+    } else {
+      for (int64_t jj = 0; jj < tile.n; jj += W) store(dprow + jj, load(prow + jj) * (load(dprow + jj) - delta));
+    }
+    T* dbias = task.scratch + lay.dbias + Layout::kBias + (tile.key0 - i) + p.bias_offset();
+    for (int64_t jj = 0; jj < tile.n; jj += W) store(dbias + jj, load(dbias + jj) + load(dprow + jj));
+  }
+}
+
+template <typename T>
+void backward_impl(const Params<T>& p, int64_t t0, int64_t t1, T* scratch, T* halo, T* drpb_partial) {
+  constexpr int R = Layout::kRows;
+  const Layout lay(p, true);
+  T* s = scratch + lay.s;
+  T* dp = scratch + lay.dp;
+  T* o = scratch + lay.o;
+  T* dk = scratch + lay.dk;
+  T* dv = scratch + lay.dv;
+  const int64_t halo_rows_max = halo_rows(p);
+  for (int64_t t = t0; t < t1; ++t) {
+    const Task<T> task(p, lay, scratch, t);
+    task.transpose(p.k, p.dim, p.scale, scratch + lay.kt);
+    task.transpose(p.v, p.dim_v, T(1), scratch + lay.vt);
+    task.prepare_bias_and_padding();
+    zero(scratch + lay.dbias, lay.bias_len);
+    zero(dk, task.keys() * p.dim);
+    zero(dv, task.keys() * p.dim_v);
+    const Dropout drop(p.dropout_p, p.seed, task.bh);
+    for (int64_t i0 = task.row_begin; i0 < task.row_end; i0 += R) {
+      const RowTile<T> tile(task, i0);
+      T row_max[R];
+      tile_logits(task, tile, s, row_max);
+      const T* grad_rows[R];
+      for (int r = 0; r < R; ++r) grad_rows[r] = p.dout + (task.bh * p.length + tile.first + min64(r, tile.count - 1)) * p.dim_v;
+      tile_scores(grad_rows, p.dim_v, scratch + lay.vt + (tile.key0 - task.key_begin), lay.ld_keys, tile.n, dp,
+                  lay.ld_cols);
+      tile_softmax_backward(task, tile, drop, s, dp);
+      const int64_t local = tile.key0 - task.key_begin;
+      tile_combine(dp, lay.ld_cols, tile.n, p.k + (task.bh * p.length + tile.key0) * p.dim, p.dim, p.dim, o, p.dim);
+      for (int64_t r = 0; r < tile.count; ++r) {
+        T* dst = p.dq + (task.bh * p.length + tile.first + r) * p.dim;
+        for (int64_t c = 0; c < p.dim; ++c) dst[c] = o[r * p.dim + c] * p.scale;
+      }
+      tile_scatter(dp, lay.ld_cols, tile.n, tile.q, p.dim, dk + local * p.dim, p.dim);
+      tile_scatter(s, lay.ld_cols, tile.n, grad_rows, p.dim_v, dv + local * p.dim_v, p.dim_v);
+    }
+    // Owned key rows (= the task's query rows) go straight to dk / dv; rows before and
+    // after go to this task's halo, added by the glue in task order.
+    const int64_t n_lo = task.row_begin - task.key_begin, n_hi = task.key_end - task.row_end;
+    T* h = halo + t * halo_stride(p);
+    T* dk_lo = h;
+    T* dk_hi = dk_lo + halo_rows_max * p.dim;
+    T* dv_lo = dk_hi + halo_rows_max * p.dim;
+    T* dv_hi = dv_lo + halo_rows_max * p.dim_v;
+    const auto emit = [&](const T* src, int64_t rows, int64_t dims, T factor, T* dst) {
+      for (int64_t m = 0; m < rows * dims; ++m) dst[m] = src[m] * factor;
+    };
+    const int64_t own = task.row_end - task.row_begin;
+    emit(dk, n_lo, p.dim, p.scale, dk_lo);
+    emit(dk + n_lo * p.dim, own, p.dim, p.scale, p.dk + (task.bh * p.length + task.row_begin) * p.dim);
+    emit(dk + (n_lo + own) * p.dim, n_hi, p.dim, p.scale, dk_hi);
+    emit(dv, n_lo, p.dim_v, T(1), dv_lo);
+    emit(dv + n_lo * p.dim_v, own, p.dim_v, T(1), p.dv + (task.bh * p.length + task.row_begin) * p.dim_v);
+    emit(dv + (n_lo + own) * p.dim_v, n_hi, p.dim_v, T(1), dv_hi);
+    const T* dbias = scratch + lay.dbias + Layout::kBias;
+    for (int64_t m = 0; m < p.n_bias; ++m) drpb_partial[t * p.n_bias + m] = dbias[m];
+  }
+}
+
+}  // namespace
+
+void forward(const Params<float>& p, int64_t t0, int64_t t1, float* scratch) { forward_impl(p, t0, t1, scratch); }
+void forward(const Params<double>& p, int64_t t0, int64_t t1, double* scratch) { forward_impl(p, t0, t1, scratch); }
+void backward(const Params<float>& p, int64_t t0, int64_t t1, float* scratch, float* halo, float* drpb_partial) {
+  backward_impl(p, t0, t1, scratch, halo, drpb_partial);
+}
+void backward(const Params<double>& p, int64_t t0, int64_t t1, double* scratch, double* halo,
+              double* drpb_partial) {
+  backward_impl(p, t0, t1, scratch, halo, drpb_partial);
+}

@@ -1,0 +1,166 @@
+// Attention distributions of selected query rows (TUT's boundary-aware loss reads these),
+// laid out by window offset: probs[b, h, r, m] is key window_start(rows[b, r]) + m.
+// A few rows per sequence, so plain loops; parallel over batch x heads, and the bias
+// gradient is summed over batches in a fixed order (deterministic).
+// Semantics: fastlocal/reference/local_attention.py, local_attention_probs.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <limits>
+#include <tuple>
+#include <vector>
+
+#include "local_attention.h"
+#include "ops.h"
+
+namespace fastlocal::cpu {
+namespace {
+
+struct Geometry {
+  int64_t B, H, T, D, R, W, left, right, n_bias;
+  bool shift;
+  int64_t start(int64_t i) const {
+    if (!shift) return i - left;
+    return std::max<int64_t>(std::min<int64_t>(i - left, T - W), 0);
+  }
+  int64_t bias_offset() const { return shift ? left + right : left; }
+};
+
+Geometry check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& rows,
+               const c10::optional<at::Tensor>& rpb, const c10::optional<at::Tensor>& pad, int64_t left,
+               int64_t right, bool shift) {
+  TORCH_CHECK_VALUE(q.dim() == 4 && k.sizes() == q.sizes(), "q and k must be [B, H, T, D] of one shape");
+  TORCH_CHECK_TYPE(q.scalar_type() == k.scalar_type(), "q and k must share a dtype");
+  TORCH_CHECK_VALUE(left >= 0 && right >= 0 && (!shift || left == right), "invalid window");
+  Geometry g{q.size(0), q.size(1), q.size(2), q.size(3), 0, left + right + 1, left, right, 0, shift};
+  TORCH_CHECK_VALUE(g.T >= 1, "T must be >= 1");
+  TORCH_CHECK_TYPE(rows.scalar_type() == at::kLong, "rows must be int64");
+  TORCH_CHECK_VALUE(rows.dim() == 2 && rows.size(0) == g.B, "rows must be [B, R], got ", rows.sizes());
+  g.R = rows.size(1);
+  if (rows.numel())
+    TORCH_CHECK_VALUE(((rows >= 0) & (rows < g.T)).all().item<bool>(), "rows must be in [0, ", g.T, ")");
+  if (rpb) {
+    g.n_bias = shift ? 2 * g.W - 1 : g.W;
+    TORCH_CHECK_VALUE(rpb->dim() == 2 && rpb->size(0) == g.H && rpb->size(1) == g.n_bias, "rpb must be [", g.H,
+                      ", ", g.n_bias, "], got ", rpb->sizes());
+  }
+  if (pad)
+    TORCH_CHECK_VALUE(pad->scalar_type() == at::kBool && pad->dim() == 2 && pad->size(0) == g.B &&
+                          pad->size(1) == g.T,
+                      "key_padding_mask must be bool [B, T]");
+  return g;
+}
+
+// Calls f(m, j) for each visible key j = start(i) + m of query i.
+template <typename F>
+void for_visible(const Geometry& g, const bool* pad_row, int64_t i, F f) {
+  const int64_t s = g.start(i);
+  for (int64_t m = 0; m < g.W; ++m) {
+    const int64_t j = s + m;
+    if (j >= 0 && j < g.T && !(pad_row && pad_row[j])) f(m, j);
+  }
+}
+
+}  // namespace
+
+at::Tensor local_attention_probs_forward(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& rows_,
+                                         const c10::optional<at::Tensor>& rpb_, const c10::optional<at::Tensor>& pad_,
+                                         int64_t left, int64_t right, bool shift, double scale) {
+  const Geometry g = check(q_, k_, rows_, rpb_, pad_, left, right, shift);
+  const at::ScalarType acc = q_.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor q = q_.to(acc).contiguous(), k = k_.to(acc).contiguous(), rows = rows_.contiguous();
+  const at::Tensor rpb = rpb_ ? rpb_->to(acc).contiguous() : at::Tensor();
+  const at::Tensor pad = pad_ ? pad_->contiguous() : at::Tensor();
+  at::Tensor probs = at::zeros({g.B, g.H, g.R, g.W}, q.options());
+  AT_DISPATCH_FLOATING_TYPES(acc, "local_attention_probs_forward", [&] {
+    const scalar_t* qp = q.const_data_ptr<scalar_t>();
+    const scalar_t* kp = k.const_data_ptr<scalar_t>();
+    const scalar_t* bias = rpb.defined() ? rpb.const_data_ptr<scalar_t>() : nullptr;
+    const int64_t* rp = rows.const_data_ptr<int64_t>();
+    scalar_t* out = probs.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, g.B * g.H, 1, [&](int64_t bh0, int64_t bh1) {
+      for (int64_t bh = bh0; bh < bh1; ++bh) {
+        const int64_t b = bh / g.H, h = bh % g.H;
+        const bool* pad_row = pad.defined() ? pad.const_data_ptr<bool>() + b * g.T : nullptr;
+        for (int64_t r = 0; r < g.R; ++r) {
+          const int64_t i = rp[b * g.R + r];
+          const scalar_t* qi = qp + (bh * g.T + i) * g.D;
+          scalar_t* row = out + (bh * g.R + r) * g.W;
+          scalar_t max = -std::numeric_limits<scalar_t>::infinity();
+          std::vector<scalar_t> logit(g.W, max);
+          for_visible(g, pad_row, i, [&](int64_t m, int64_t j) {
+            const scalar_t* kj = kp + (bh * g.T + j) * g.D;
+            scalar_t s = 0;
+            for (int64_t d = 0; d < g.D; ++d) s += qi[d] * kj[d];
+            s = s * scalar_t(scale) + (bias ? bias[h * g.n_bias + j - i + g.bias_offset()] : scalar_t(0));
+            logit[m] = s;
+            max = std::max(max, s);
+          });
+          if (max == -std::numeric_limits<scalar_t>::infinity()) continue;  // no visible key: zeros
+          scalar_t sum = 0;
+          for_visible(g, pad_row, i, [&](int64_t m, int64_t) { sum += row[m] = std::exp(logit[m] - max); });
+          for_visible(g, pad_row, i, [&](int64_t m, int64_t) { row[m] /= sum; });
+        }
+      }
+    });
+  });
+  return probs.to(q_.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> local_attention_probs_backward(
+    const at::Tensor& grad_, const at::Tensor& probs_, const at::Tensor& q_, const at::Tensor& k_,
+    const at::Tensor& rows_, const c10::optional<at::Tensor>& rpb_, const c10::optional<at::Tensor>& pad_,
+    int64_t left, int64_t right, bool shift, double scale) {
+  const Geometry g = check(q_, k_, rows_, rpb_, pad_, left, right, shift);
+  TORCH_CHECK_VALUE(grad_.sizes() == probs_.sizes() && probs_.dim() == 4 && probs_.size(0) == g.B &&
+                        probs_.size(1) == g.H && probs_.size(2) == g.R && probs_.size(3) == g.W,
+                    "grad and probs must be [B, H, R, window]");
+  const at::ScalarType acc = q_.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor q = q_.to(acc).contiguous(), k = k_.to(acc).contiguous(), rows = rows_.contiguous();
+  const at::Tensor grad = grad_.to(acc).contiguous(), probs = probs_.to(acc).contiguous();
+  const at::Tensor pad = pad_ ? pad_->contiguous() : at::Tensor();
+  at::Tensor dq = at::zeros_like(q), dk = at::zeros_like(k);
+  // One bias partial per (b, h), summed over b in order afterwards.
+  at::Tensor dbias = at::zeros({g.B, g.H, std::max<int64_t>(g.n_bias, 1)}, q.options());
+  AT_DISPATCH_FLOATING_TYPES(acc, "local_attention_probs_backward", [&] {
+    const scalar_t* qp = q.const_data_ptr<scalar_t>();
+    const scalar_t* kp = k.const_data_ptr<scalar_t>();
+    const scalar_t* gp = grad.const_data_ptr<scalar_t>();
+    const scalar_t* pp = probs.const_data_ptr<scalar_t>();
+    const int64_t* rp = rows.const_data_ptr<int64_t>();
+    scalar_t* dqp = dq.mutable_data_ptr<scalar_t>();
+    scalar_t* dkp = dk.mutable_data_ptr<scalar_t>();
+    scalar_t* dbp = dbias.mutable_data_ptr<scalar_t>();
+    at::parallel_for(0, g.B * g.H, 1, [&](int64_t bh0, int64_t bh1) {
+      for (int64_t bh = bh0; bh < bh1; ++bh) {
+        const int64_t b = bh / g.H;
+        const bool* pad_row = pad.defined() ? pad.const_data_ptr<bool>() + b * g.T : nullptr;
+        for (int64_t r = 0; r < g.R; ++r) {
+          const int64_t i = rp[b * g.R + r];
+          const scalar_t* p = pp + (bh * g.R + r) * g.W;
+          const scalar_t* gr = gp + (bh * g.R + r) * g.W;
+          scalar_t inner = 0;  // sum_m p_m g_m over visible keys
+          for_visible(g, pad_row, i, [&](int64_t m, int64_t) { inner += p[m] * gr[m]; });
+          for_visible(g, pad_row, i, [&](int64_t m, int64_t j) {
+            const scalar_t ds = p[m] * (gr[m] - inner);
+            const scalar_t* qi = qp + (bh * g.T + i) * g.D;
+            const scalar_t* kj = kp + (bh * g.T + j) * g.D;
+            scalar_t* dqi = dqp + (bh * g.T + i) * g.D;
+            scalar_t* dkj = dkp + (bh * g.T + j) * g.D;
+            for (int64_t d = 0; d < g.D; ++d) {
+              dqi[d] += scalar_t(scale) * ds * kj[d];
+              dkj[d] += scalar_t(scale) * ds * qi[d];
+            }
+            if (g.n_bias) dbp[bh * g.n_bias + j - i + g.bias_offset()] += ds;
+          });
+        }
+      }
+    });
+  });
+  const at::ScalarType dtype = q_.scalar_type();
+  at::Tensor drpb = rpb_ ? dbias.sum(0).to(rpb_->scalar_type()) : at::Tensor();
+  return {dq.to(dtype), dk.to(dtype), drpb};
+}
+
+}  // namespace fastlocal::cpu

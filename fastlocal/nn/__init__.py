@@ -1,0 +1,6 @@
+"""``fastlocal.nn``: drop-in ``nn.Module``s built on the fastlocal ops (DESIGN.md §1)."""
+
+from .local_attention import LocalAttention
+from .relative_position_bias import RelativePositionBias
+
+__all__ = ["LocalAttention", "RelativePositionBias"]
