@@ -85,7 +85,14 @@ setup(
     description="Fused kernels for long-video temporal models (banded attention with RPB, "
     "topK-std pooling, RoI-align-1D, selective backprop)",
     python_requires=">=3.10",
-    packages=["fastlocal", "fastlocal.reference", "fastlocal.kernels", "fastlocal.models"],
+    packages=[
+        "fastlocal",
+        "fastlocal.nn",
+        "fastlocal.reference",
+        "fastlocal.bench",
+        "fastlocal.kernels",
+        "fastlocal.models",
+    ],
     package_dir={
         "fastlocal": "fastlocal",
         "fastlocal.kernels": "kernels",

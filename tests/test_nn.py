@@ -26,7 +26,7 @@ WINDOW_IDS = ["clip5", "causal3", "shift5", "full"]
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    # Tiny ops: intra-op threads only add synchronisation (see test_local_attention_reference).
+    # Tiny ops: intra-op threads only add synchronisation (see test_local_attention).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

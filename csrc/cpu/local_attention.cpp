@@ -5,6 +5,8 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <tuple>
 #include <vector>
 
@@ -16,9 +18,12 @@ namespace {
 
 namespace la = local_attention;
 
-bool cpu_has_avx2() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
+// AVX2 + FMA kernels when the CPU has them; FASTLOCAL_CPU_ISA=baseline forces the portable
+// ones (read per call, so tests can run both builds on one machine).
+bool use_avx2() {
+  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const char* forced = std::getenv("FASTLOCAL_CPU_ISA");
+  return supported && !(forced != nullptr && std::string(forced) == "baseline");
 }
 
 at::ScalarType acc_type(const at::Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
@@ -146,7 +151,7 @@ std::tuple<at::Tensor, at::Tensor> local_attention_forward(const at::Tensor& q_,
     p.pad = pad.defined() ? reinterpret_cast<const uint8_t*>(pad.const_data_ptr<bool>()) : nullptr;
     p.out = out.mutable_data_ptr<scalar_t>();
     p.lse = lse.mutable_data_ptr<scalar_t>();
-    const bool avx2 = cpu_has_avx2();
+    const bool avx2 = use_avx2();
     run_tasks(p, false, [&](int64_t t0, int64_t t1, scalar_t* scratch) {
       if (avx2) la::avx2::forward(p, t0, t1, scratch);
       else la::baseline::forward(p, t0, t1, scratch);
@@ -187,7 +192,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> local_attention_backw
     p.dv = dv.mutable_data_ptr<scalar_t>();
     // n_bias = 0 without a bias: the partials are then empty.
     std::vector<scalar_t> halo(p.tasks() * la::halo_stride(p)), partial(p.tasks() * p.n_bias);
-    const bool avx2 = cpu_has_avx2();
+    const bool avx2 = use_avx2();
     run_tasks(p, true, [&](int64_t t0, int64_t t1, scalar_t* scratch) {
       if (avx2) la::avx2::backward(p, t0, t1, scratch, halo.data(), partial.data());
       else la::baseline::backward(p, t0, t1, scratch, halo.data(), partial.data());

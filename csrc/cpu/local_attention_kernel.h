@@ -405,7 +405,10 @@ void tile_softmax_backward(const Task<T>& task, const RowTile<T>& tile, const Dr
     const T delta = dot(p.dout + row * p.dim_v, p.out + row * p.dim_v, p.dim_v);
     if (drop.active()) {
       const uint32_t key = drop.row_key(i);
-      for (int64_t jj = 0; jj < tile.n; ++jj) {
+      // Whole vectors, like the branch below: the bias loop reads dprow up to
+      // round_up(n, W), and lanes past n must be p * (...) = 0, not stale dO.v scores
+      // (with edge="shift" those lanes index real entries of the 2W-1 bias table).
+      for (int64_t jj = 0; jj < round_up(tile.n, int64_t(W)); ++jj) {
         const T m = drop.keep(key, tile.key0 + jj) ? keep_scale : T(0);
         dprow[jj] = prow[jj] * (dprow[jj] * m - delta);
         prow[jj] *= m;

@@ -1,0 +1,430 @@
+"""Banded attention with relative position bias: configurations and competing methods.
+
+One definition shared by ``benchmarks/test_local_attention.py`` and ``python -m fastlocal
+bench``. Every method computes, for q, k, v ``[B, H, T, D]`` and a bias table
+``rpb [H, window]``, query i attending keys ``|j - i| <= window // 2`` inside the
+sequence (``edge="clip"``) with logits ``q·k * D**-0.5 + rpb[h, j - i + window // 2]``;
+only ``natten`` differs (see :class:`Natten`).
+
+Methods:
+  ``fastlocal[<backend>]``  :func:`fastlocal.local_attention` with ``backend=``
+  ``naive``                 the plain PyTorch a user would write (:func:`naive_local_attention`)
+  ``naive+compile``         the same function under ``torch.compile``
+  ``flex_attention``        compiled FlexAttention, sliding-window BlockMask + bias score_mod
+  ``sdpa_dense``            ``scaled_dot_product_attention`` with a dense [T, T] additive mask
+  ``natten``                NATTEN's ``na1d`` when installed
+
+Modes: ``forward`` (inputs do not require grad) and ``forward_backward`` (gradients of
+q, k, v and rpb for a fixed upstream gradient).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+import fastlocal
+
+from .memory import PeakMemory, peak_memory_mb
+
+MODES = ("forward", "forward_backward")
+DENSE_MASK_LIMIT_BYTES = 8 * 2**30
+
+
+@dataclass(frozen=True)
+class Config:
+    """One problem size: q, k, v ``[B, H, T, D]``, a centred window, rpb ``[H, window]``."""
+
+    B: int
+    H: int
+    T: int
+    D: int
+    window: int
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def name(self) -> str:
+        return f"B{self.B}-H{self.H}-T{self.T}-D{self.D}-w{self.window}-{_dtype_name(self.dtype)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (dtype by name), the inverse of :meth:`from_dict`."""
+        return {**asdict(self), "dtype": _dtype_name(self.dtype)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        return cls(**{**data, "dtype": getattr(torch, data["dtype"])})
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+# The suite: 4 heads of 32 channels, window 51, T from 2048 to 32768 (about 1 to 18 minutes at 30 fps).
+CONFIGS = tuple(Config(B=1, H=4, T=T, D=32, window=51) for T in (2048, 8192, 32768))
+
+
+def useful_gflop(config: Config, mode: str = "forward") -> float:
+    """Nominal GFLOP of one call: ``4·B·H·T·window·D`` forward (q·k and p·v, 2 FLOP per MAC).
+
+    ``forward_backward`` counts 3x forward: the backward's four products (dv, dp, dq, dk)
+    are useful work; recomputing the scores is not. Edge rows are counted as full windows.
+    """
+    forward = 4 * config.B * config.H * config.T * config.window * config.D / 1e9
+    return forward if mode == "forward" else 3 * forward
+
+
+def gemm_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """Achieved float32 ``torch.mm`` GFLOP/s on ``[n, n] @ [n, n]`` (median of ``repeats``).
+
+    The yardstick for :func:`useful_gflop` rates: what this machine's BLAS reaches.
+    """
+    a, b, out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    torch.mm(a, b, out=out)  # warm-up: thread pool and BLAS initialisation
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+@dataclass
+class Inputs:
+    """Everything one call needs, built before timing.
+
+    q, k, v, grad_out: ``[B, H, T, D]``; rpb: ``[H, window]``. ``prepared`` holds what a
+    method builds once per shape, as a user would cache it (a BlockMask, band indices).
+    """
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    rpb: torch.Tensor
+    grad_out: torch.Tensor
+    window: int
+    prepared: dict[str, Any] = field(default_factory=dict)
+
+
+def naive_local_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor, window: int
+) -> torch.Tensor:
+    """Banded attention as a user writes it in plain PyTorch: materialise every window.
+
+    q, k, v ``[B, H, T, D]``, rpb ``[H, window]`` -> ``[B, H, T, D]``. Builds
+    ``[B, H, T, window, D]`` key and value windows and ``[B, H, T, window]`` scores.
+    """
+    T, D = q.shape[-2:]
+    half = window // 2
+    # Zero-pad the sequence so every query has a full window, then view the windows.
+    k_windows = F.pad(k, (0, 0, half, half)).unfold(2, window, 1).transpose(-1, -2)
+    v_windows = F.pad(v, (0, 0, half, half)).unfold(2, window, 1).transpose(-1, -2)
+    scores = torch.einsum("bhtd,bhtwd->bhtw", q, k_windows) * D**-0.5 + rpb[:, None, :]
+    key = torch.arange(T, device=q.device)[:, None] + torch.arange(-half, half + 1, device=q.device)
+    scores = scores.masked_fill((key < 0) | (key >= T), float("-inf"))  # padding is not a key
+    return torch.einsum("bhtw,bhtwd->bhtd", scores.softmax(-1), v_windows)
+
+
+def _failure(call: Callable[[], object]) -> str | None:
+    """Run ``call``: the exception it raises as ``"Type: message"``, or None."""
+    try:
+        call()
+    except Exception as exc:  # the refusal is the reason reported, not a failure
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+class Method:
+    """A named way to compute the attention above; subclasses define :meth:`forward`."""
+
+    name: str
+    compiles = False  # True when the first call compiles: its time says nothing about the speed
+
+    def unavailable(self, config: Config, mode: str) -> str | None:
+        """Why this method cannot run ``config`` in ``mode`` here, or None when it can."""
+        return None
+
+    def make_inputs(self, config: Config, mode: str, seed: int = 0) -> Inputs:
+        """Random inputs for ``config``; leaves require grad only in ``forward_backward``."""
+        grad = mode == "forward_backward"
+        g = torch.Generator().manual_seed(seed)
+        shape = (config.B, config.H, config.T, config.D)
+
+        def leaf(*size: int) -> torch.Tensor:
+            return torch.randn(*size, generator=g, dtype=config.dtype).requires_grad_(grad)
+
+        x = Inputs(leaf(*shape), leaf(*shape), leaf(*shape), leaf(config.H, config.window),
+                   torch.randn(*shape, generator=g, dtype=config.dtype), config.window)
+        self.prepare(x)
+        return x
+
+    def prepare(self, x: Inputs) -> None:
+        """Fill ``x.prepared`` with what this method builds once per shape (nothing by default)."""
+
+    def forward(self, x: Inputs) -> torch.Tensor:
+        """``[B, H, T, D]`` attention output."""
+        raise NotImplementedError
+
+    def forward_backward(self, x: Inputs) -> tuple[torch.Tensor, ...]:
+        """Output and the gradients of q, k, v, rpb for the upstream gradient ``x.grad_out``."""
+        out = self.forward(x)
+        # autograd.grad instead of .backward(): nothing accumulates in .grad across rounds.
+        grads = torch.autograd.grad(out, (x.q, x.k, x.v, x.rpb), x.grad_out)
+        return (out.detach(), *grads)
+
+    def run(self, x: Inputs, mode: str) -> tuple[torch.Tensor, ...]:
+        """One timed call in ``mode``; returns every tensor it produced."""
+        return (self.forward(x),) if mode == "forward" else self.forward_backward(x)
+
+
+class FastLocal(Method):
+    """:func:`fastlocal.local_attention` on one backend."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+        self.name = f"fastlocal[{backend}]"
+
+    def unavailable(self, config: Config, mode: str) -> str | None:
+        # Read at call time: a kernel that lands later joins the benchmark by itself.
+        implemented = importlib.import_module("fastlocal.local_attention").IMPLEMENTED
+        if self.backend not in implemented:
+            return f"local_attention has no {self.backend!r} kernel yet (implemented: {', '.join(implemented)})"
+        status = fastlocal.available_backends()[self.backend]
+        return None if status == "available" else f"backend {self.backend!r}: {status}"
+
+    def forward(self, x: Inputs) -> torch.Tensor:
+        return fastlocal.local_attention(x.q, x.k, x.v, x.window, x.rpb, backend=self.backend)
+
+
+class Naive(Method):
+    """:func:`naive_local_attention`, eager or under ``torch.compile``."""
+
+    def __init__(self, compiled: bool) -> None:
+        self.compiles = compiled
+        self.name = "naive+compile" if compiled else "naive"
+
+    @functools.cached_property
+    def fn(self) -> Callable[..., torch.Tensor]:
+        # Built on first use: torch.compile imports Dynamo, which costs every importer ~1.5 s.
+        # Static shapes: one specialised graph per T, as a fixed-length training run gets.
+        return torch.compile(naive_local_attention, dynamic=False) if self.compiles else naive_local_attention
+
+    def forward(self, x: Inputs) -> torch.Tensor:
+        return self.fn(x.q, x.k, x.v, x.rpb, x.window)
+
+
+def _flex_score_mod(rpb: torch.Tensor, half: int) -> Callable[..., torch.Tensor]:
+    def score_mod(score: torch.Tensor, b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor,
+                  kv_idx: torch.Tensor) -> torch.Tensor:
+        # Clamped: partial blocks also evaluate pairs outside the band, which the mask drops.
+        return score + rpb[h, (kv_idx - q_idx + half).clamp(0, 2 * half)]
+
+    return score_mod
+
+
+class FlexAttention(Method):
+    """Compiled ``torch.nn.attention.flex_attention``: sliding-window BlockMask, bias in score_mod."""
+
+    name = "flex_attention"
+    compiles = True
+
+    def unavailable(self, config: Config, mode: str) -> str | None:
+        try:
+            import torch.nn.attention.flex_attention
+        except ImportError as exc:
+            return f"torch {torch.__version__} has no flex_attention ({exc})"
+        # Forward is expected to work; a failure there is a real error, not a skip.
+        refusal = self.backward_refusal if mode == "forward_backward" else None
+        return refusal and f"flex_attention refuses {mode}: {refusal}"
+
+    @functools.cached_property
+    def backward_refusal(self) -> str | None:
+        """What a tiny forward + backward raises (CPU refuses backward), or None."""
+        from torch.nn.attention.flex_attention import flex_attention
+
+        # Eager, not self.fn: after a compiled call raises, later compiled calls silently run the
+        # unfused path (dense T x T scores: 25x slower at T = 2048, out of memory at T = 32768).
+        q = torch.randn(1, 1, 128, 16, requires_grad=True)
+        return _failure(lambda: flex_attention(q, q, q).sum().backward())
+
+    @functools.cached_property
+    def fn(self) -> Callable[..., torch.Tensor]:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        return torch.compile(flex_attention, dynamic=False)
+
+    @functools.cached_property
+    def make_block_mask(self) -> Callable[..., Any]:
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        # Compiled: eager create_block_mask evaluates the mask on all T x T pairs (~17 GB at T = 32768).
+        return torch.compile(create_block_mask, dynamic=False)
+
+    def prepare(self, x: Inputs) -> None:
+        half, T = x.window // 2, x.q.shape[2]
+
+        def in_band(b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor) -> torch.Tensor:
+            return (q_idx - kv_idx).abs() <= half
+
+        x.prepared["block_mask"] = self.make_block_mask(in_band, B=None, H=None, Q_LEN=T, KV_LEN=T,
+                                                        device=x.q.device)
+
+    def forward(self, x: Inputs) -> torch.Tensor:
+        score_mod = _flex_score_mod(x.rpb, x.window // 2)
+        return self.fn(x.q, x.k, x.v, score_mod=score_mod, block_mask=x.prepared["block_mask"])
+
+
+class SdpaDense(Method):
+    """``F.scaled_dot_product_attention`` with a dense ``[H, T, T]`` additive mask.
+
+    The mask holds the bias inside the band and -inf outside; it is rebuilt from rpb
+    in every call, because rpb is a trained parameter. The band's index table is built
+    once per shape.
+    """
+
+    name = "sdpa_dense"
+
+    def unavailable(self, config: Config, mode: str) -> str | None:
+        size = config.H * config.T**2 * config.dtype.itemsize
+        if size > DENSE_MASK_LIMIT_BYTES:
+            limit = DENSE_MASK_LIMIT_BYTES / 2**30
+            return f"dense [H, T, T] mask would take {size / 2**30:.1f} GiB (limit {limit:.0f} GiB)"
+        return None
+
+    def prepare(self, x: Inputs) -> None:
+        T, half = x.q.shape[2], x.window // 2
+        offset = torch.arange(T)[None, :] - torch.arange(T)[:, None]  # j - i
+        x.prepared["bias_index"] = (offset + half).clamp(0, x.window - 1)
+        x.prepared["outside"] = offset.abs() > half
+
+    def forward(self, x: Inputs) -> torch.Tensor:
+        mask = x.rpb[:, x.prepared["bias_index"]].masked_fill(x.prepared["outside"], float("-inf"))
+        return F.scaled_dot_product_attention(x.q, x.k, x.v, attn_mask=mask)
+
+
+class Natten(Method):
+    """NATTEN's ``natten.functional.na1d`` (layout ``[B, T, H, D]``).
+
+    Not the same function: NATTEN shifts edge windows inward (``edge="shift"``) and its
+    current releases take no relative position bias, so only its speed and memory compare.
+    """
+
+    name = "natten"
+
+    def __init__(self) -> None:
+        self._tiny_failures: dict[str, str | None] = {}  # mode -> what a tiny call raised
+
+    def unavailable(self, config: Config, mode: str) -> str | None:
+        try:
+            import natten.functional  # noqa: F401
+        except ImportError:
+            return "natten not installed"
+        if mode not in self._tiny_failures:
+            x = self.make_inputs(Config(B=1, H=1, T=128, D=16, window=3), mode)
+            self._tiny_failures[mode] = _failure(lambda: self.run(x, mode))
+        error = self._tiny_failures[mode]
+        return error and f"natten.functional.na1d fails on CPU: {error}"
+
+    def forward(self, x: Inputs) -> torch.Tensor:
+        import natten.functional
+
+        q, k, v = (t.transpose(1, 2) for t in (x.q, x.k, x.v))
+        return natten.functional.na1d(q, k, v, kernel_size=x.window).transpose(1, 2)
+
+    def forward_backward(self, x: Inputs) -> tuple[torch.Tensor, ...]:
+        out = self.forward(x)
+        grads = torch.autograd.grad(out, (x.q, x.k, x.v), x.grad_out)  # rpb is unused
+        return (out.detach(), *grads)
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (FastLocal("cpu"), FastLocal("reference"), Naive(compiled=False), Naive(compiled=True),
+              FlexAttention(), SdpaDense(), Natten())
+}
+
+
+def rounds_for(seconds_per_call: float, budget_s: float = 2.0, min_rounds: int = 3, max_rounds: int = 100) -> int:
+    """Timed rounds that fit ``budget_s``, at least ``min_rounds`` (slow calls get exactly that)."""
+    return max(min_rounds, min(max_rounds, int(budget_s / max(seconds_per_call, 1e-9))))
+
+
+def warm_up(method: Method, x: Inputs, mode: str) -> float:
+    """Warm ``method`` up (compilation, caches) and return one call's seconds, for :func:`rounds_for`.
+
+    An eager method's first call is its estimate; a compiling one is timed on a second call.
+    """
+    seconds = _seconds(method, x, mode)
+    return _seconds(method, x, mode) if method.compiles else seconds
+
+
+def _seconds(method: Method, x: Inputs, mode: str) -> float:
+    start = time.perf_counter()
+    method.run(x, mode)
+    return time.perf_counter() - start
+
+
+def memory_call(method: str, config: dict[str, Any], mode: str) -> Callable[[], object]:
+    """Factory for :func:`fastlocal.bench.memory.peak_memory_mb`: inputs built, warmed up."""
+    m, c = METHODS[method], Config.from_dict(config)
+    reason = m.unavailable(c, mode)
+    if reason:
+        raise RuntimeError(f"{method} unavailable: {reason}")
+    x = m.make_inputs(c, mode)
+    m.run(x, mode)  # compilation and first-call allocations stay out of the peak
+    return functools.partial(m.run, x, mode)
+
+
+def memory_spec(method: str, config: Config, mode: str) -> dict[str, Any]:
+    """The :func:`fastlocal.bench.memory.peak_memory_mb` spec naming one call."""
+    return {"factory": f"{__name__}:memory_call",
+            "kwargs": {"method": method, "config": config.to_dict(), "mode": mode}}
+
+
+def peak_memory(method: str, config: Config, mode: str, timeout: float = 600.0) -> PeakMemory:
+    """Peak extra memory of one ``method`` call on ``config`` in ``mode``, in a fresh process."""
+    return peak_memory_mb(memory_spec(method, config, mode), timeout=timeout)
+
+
+@dataclass
+class Result:
+    """One row of the side-by-side table; ``seconds`` / ``peak`` None when not measured."""
+
+    method: str
+    config: Config
+    mode: str
+    seconds: float | None = None
+    peak: PeakMemory | None = None
+    skipped: str = ""
+
+    @property
+    def gflops(self) -> float | None:
+        """Achieved useful GFLOP/s (:func:`useful_gflop` over the median time)."""
+        return None if self.seconds is None else useful_gflop(self.config, self.mode) / self.seconds
+
+
+def format_table(results: list[Result], gemm: float | None = None) -> str:
+    """Fixed-width table: time, peak memory, useful GFLOP/s and its share of ``gemm`` GFLOP/s."""
+    header = f"{'config':30s} {'mode':16s} {'method':20s} {'ms':>10s} {'peak MB':>9s} {'GFLOP/s':>8s} {'% mm':>6s}"
+    lines = [header, "-" * len(header)]
+    for r in results:
+        row = f"{r.config.name:30s} {r.mode:16s} {r.method:20s}"
+        if r.skipped:
+            lines.append(f"{row} skipped: {r.skipped.splitlines()[0][:100]}")
+            continue
+        ms = "-" if r.seconds is None else f"{r.seconds * 1e3:.2f}"
+        peak = "-" if r.peak is None or r.peak.mb is None else f"{r.peak.mb:.1f}"
+        gflops = r.gflops
+        rate = "-" if gflops is None else f"{gflops:.2f}"
+        share = "-" if gflops is None or not gemm else f"{100 * gflops / gemm:.1f}"
+        lines.append(f"{row} {ms:>10s} {peak:>9s} {rate:>8s} {share:>6s}")
+        if r.peak is not None and r.peak.mb is None:
+            lines.append(f"{'':68s} peak memory not measured: {r.peak.reason[:100]}")
+    return "\n".join(lines)
