@@ -1,11 +1,13 @@
-"""Command-line entry point: ``python -m fastlocal {backends,smoke}``."""
+"""Command-line entry point: ``python -m fastlocal {backends,smoke,bench}``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ._dispatch import available_backends
+from .bench.run import OPS, run_bench
 
 
 def _backends(_: argparse.Namespace) -> int:
@@ -20,6 +22,10 @@ def _smoke(args: argparse.Namespace) -> int:
     return run_smoke(seed=args.seed)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    return run_bench(args.ops, quick=args.quick, device=args.device, out=args.out, tiny=args.tiny)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastlocal", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -31,6 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     smoke.add_argument("--seed", type=int, default=0)
     smoke.set_defaults(run=_smoke)
+    bench = commands.add_parser(
+        "bench", help="fastlocal against its peers: speed, peak memory, GFLOP/s; writes bench.json and plots"
+    )
+    bench.add_argument("--quick", action="store_true",
+                       help="T up to 8192 and the slowest peers skipped (under 3 minutes on 2 CPU cores)")
+    bench.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS), help="ops to benchmark (default: all)")
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    bench.add_argument("--out", type=Path, default=Path("bench-results"),
+                       help="folder for bench.json and the plots (default: bench-results)")
+    # T = 64 and 128, one memory probe: the CLI's own smoke test (tests/test_bench_cli.py).
+    bench.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    bench.set_defaults(run=_bench)
     args = parser.parse_args(argv)
     return args.run(args)
 
