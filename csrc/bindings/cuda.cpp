@@ -90,17 +90,10 @@ at::Tensor roi_align_1d_forward(const at::Tensor& input_, const at::Tensor& rois
 
 at::Tensor roi_align_1d_backward(const at::Tensor& grad_, const at::Tensor& rois_, int64_t batch,
                                  int64_t length, int64_t sampling_ratio, bool aligned) {
-  TORCH_CHECK_VALUE(grad_.dim() == 3, "grad must be [N, C, P], got ", grad_.sizes());
-  TORCH_CHECK_VALUE(batch >= 0 && length >= 0, "batch and length must be >= 0, got batch=", batch,
-                    ", length=", length);
   TORCH_CHECK_VALUE(grad_.is_cuda(), "grad must be a CUDA tensor, got device ", grad_.device());
   check_on_device("rois", rois_, grad_.device());
   const c10::cuda::CUDAGuard device_guard(grad_.device());
-  check_rois(rois_, batch, grad_.scalar_type(), grad_.size(2), sampling_ratio);
-  // rois is read for every row of grad, and its taps index [0, length): both are memory bounds.
-  TORCH_CHECK_VALUE(grad_.size(0) == rois_.size(0), "grad must have one row per RoI (rois has ",
-                    rois_.size(0), "), got ", grad_.sizes());
-  TORCH_CHECK_VALUE(length >= 1 || grad_.numel() == 0, "length must be >= 1 when there are RoIs, got ", length);
+  check_roi_backward(grad_, rois_, batch, length, sampling_ratio);
   const at::Tensor grad = grad_.contiguous();
   const at::Tensor rois = rois_.contiguous();
   const int64_t N = grad.size(0), C = grad.size(1), P = grad.size(2), T = length;
@@ -130,12 +123,7 @@ at::Tensor roi_align_1d_backward(const at::Tensor& grad_, const at::Tensor& rois
 }
 
 at::Tensor nms_1d(const at::Tensor& segments_, const at::Tensor& scores_, double iou_threshold) {
-  TORCH_CHECK_VALUE(segments_.dim() == 2 && segments_.size(1) == 2, "segments must be [N, 2], got ",
-                    segments_.sizes());
-  TORCH_CHECK_VALUE(scores_.dim() == 1 && scores_.size(0) == segments_.size(0),
-                    "scores must be [N] with N = segments.size(0), got ", scores_.sizes());
-  TORCH_CHECK_TYPE(segments_.scalar_type() == scores_.scalar_type(),
-                   "segments and scores must share a dtype");
+  check_detections(segments_, scores_);
   TORCH_CHECK_TYPE(segments_.scalar_type() == at::kFloat || segments_.scalar_type() == at::kDouble,
                    "segments must be float32 or float64, got ", segments_.scalar_type());
   TORCH_CHECK_VALUE(segments_.is_cuda(), "segments must be a CUDA tensor, got device ", segments_.device());

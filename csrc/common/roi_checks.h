@@ -1,4 +1,4 @@
-// Argument checks shared by the CPU kernel and the CUDA glue of roi_align_1d.
+// Argument checks shared by the CPU kernels and the CUDA glue of roi_align_1d and nms_1d.
 // Python validates first; these repeat every check whose failure would make a kernel
 // read or write out of bounds (or loop for ever), so no call from Python can.
 #pragma once
@@ -31,6 +31,27 @@ inline void check_rois(const at::Tensor& rois, int64_t batch, at::ScalarType inp
                       longest, " samples per bin (limit ", kMaxAdaptiveSamples,
                       "); pass sampling_ratio > 0 or shorter RoIs");
   }
+}
+
+// The backward's extra bounds: one grad row per RoI, taps inside [0, length).
+inline void check_roi_backward(const at::Tensor& grad, const at::Tensor& rois, int64_t batch, int64_t length,
+                               int64_t sampling_ratio) {
+  TORCH_CHECK_VALUE(grad.dim() == 3, "grad must be [N, C, P], got ", grad.sizes());
+  TORCH_CHECK_VALUE(batch >= 0 && length >= 0, "batch and length must be >= 0, got batch=", batch,
+                    ", length=", length);
+  check_rois(rois, batch, grad.scalar_type(), grad.size(2), sampling_ratio);
+  TORCH_CHECK_VALUE(grad.size(0) == rois.size(0), "grad must have one row per RoI (rois has ", rois.size(0),
+                    "), got ", grad.sizes());
+  TORCH_CHECK_VALUE(length >= 1 || grad.numel() == 0, "length must be >= 1 when there are RoIs, got ", length);
+}
+
+// nms_1d's inputs: [N, 2] segments and [N] scores of one dtype.
+inline void check_detections(const at::Tensor& segments, const at::Tensor& scores) {
+  TORCH_CHECK_VALUE(segments.dim() == 2 && segments.size(1) == 2, "segments must be [N, 2], got ",
+                    segments.sizes());
+  TORCH_CHECK_VALUE(scores.dim() == 1 && scores.size(0) == segments.size(0),
+                    "scores must be [N] with N = segments.size(0), got ", scores.sizes());
+  TORCH_CHECK_TYPE(segments.scalar_type() == scores.scalar_type(), "segments and scores must share a dtype");
 }
 
 }  // namespace fastlocal

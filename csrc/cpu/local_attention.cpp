@@ -64,10 +64,17 @@ Shapes check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, cons
   return out;
 }
 
+// The parameters and input pointers shared by forward and backward (outputs are set by each).
 template <typename T>
-la::Params<T> make_params(const Shapes& s, int64_t left, int64_t right, bool shift, double scale, double dropout_p,
-                          int64_t seed) {
+la::Params<T> make_params(const Shapes& s, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          const at::Tensor& rpb, const at::Tensor& pad, int64_t left, int64_t right, bool shift,
+                          double scale, double dropout_p, int64_t seed) {
   la::Params<T> p{};
+  p.q = q.const_data_ptr<T>();
+  p.k = k.const_data_ptr<T>();
+  p.v = v.const_data_ptr<T>();
+  p.rpb = rpb.defined() ? rpb.const_data_ptr<T>() : nullptr;
+  p.pad = pad.defined() ? reinterpret_cast<const uint8_t*>(pad.const_data_ptr<bool>()) : nullptr;
   p.batch = s.B;
   p.heads = s.H;
   p.length = s.T;
@@ -143,12 +150,7 @@ std::tuple<at::Tensor, at::Tensor> local_attention_forward(const at::Tensor& q_,
   at::Tensor out = at::empty({s.B, s.H, s.T, s.Dv}, q.options());
   at::Tensor lse = at::empty({s.B, s.H, s.T}, q.options());
   AT_DISPATCH_FLOATING_TYPES(acc, "local_attention_forward", [&] {
-    auto p = make_params<scalar_t>(s, left, right, shift, scale, dropout_p, seed);
-    p.q = q.const_data_ptr<scalar_t>();
-    p.k = k.const_data_ptr<scalar_t>();
-    p.v = v.const_data_ptr<scalar_t>();
-    p.rpb = rpb.defined() ? rpb.const_data_ptr<scalar_t>() : nullptr;
-    p.pad = pad.defined() ? reinterpret_cast<const uint8_t*>(pad.const_data_ptr<bool>()) : nullptr;
+    auto p = make_params<scalar_t>(s, q, k, v, rpb, pad, left, right, shift, scale, dropout_p, seed);
     p.out = out.mutable_data_ptr<scalar_t>();
     p.lse = lse.mutable_data_ptr<scalar_t>();
     const bool avx2 = use_avx2();
@@ -178,12 +180,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> local_attention_backw
   at::Tensor dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
   at::Tensor drpb = rpb.defined() ? at::empty_like(rpb) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(acc, "local_attention_backward", [&] {
-    auto p = make_params<scalar_t>(s, left, right, shift, scale, dropout_p, seed);
-    p.q = q.const_data_ptr<scalar_t>();
-    p.k = k.const_data_ptr<scalar_t>();
-    p.v = v.const_data_ptr<scalar_t>();
-    p.rpb = rpb.defined() ? rpb.const_data_ptr<scalar_t>() : nullptr;
-    p.pad = pad.defined() ? reinterpret_cast<const uint8_t*>(pad.const_data_ptr<bool>()) : nullptr;
+    auto p = make_params<scalar_t>(s, q, k, v, rpb, pad, left, right, shift, scale, dropout_p, seed);
     p.out = const_cast<scalar_t*>(out.const_data_ptr<scalar_t>());  // read only in the backward
     p.lse = const_cast<scalar_t*>(lse.const_data_ptr<scalar_t>());
     p.dout = grad.const_data_ptr<scalar_t>();

@@ -9,17 +9,13 @@
 #include <numeric>
 #include <vector>
 
+#include "../common/roi_checks.h"
 #include "ops.h"
 
 namespace fastlocal::cpu {
 
 at::Tensor nms_1d(const at::Tensor& segments_, const at::Tensor& scores_, double iou_threshold) {
-  TORCH_CHECK_VALUE(segments_.dim() == 2 && segments_.size(1) == 2, "segments must be [N, 2], got ",
-                    segments_.sizes());
-  TORCH_CHECK_VALUE(scores_.dim() == 1 && scores_.size(0) == segments_.size(0),
-                    "scores must be [N] with N = segments.size(0), got ", scores_.sizes());
-  TORCH_CHECK_TYPE(segments_.scalar_type() == scores_.scalar_type(),
-                   "segments and scores must share a dtype");
+  check_detections(segments_, scores_);
   const at::Tensor segments = segments_.contiguous();
   const at::Tensor scores = scores_.contiguous();
   const int64_t N = segments.size(0);
