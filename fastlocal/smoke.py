@@ -98,6 +98,11 @@ def _timed(case: Case, backend: str, device: torch.device, seed: int, repeats: i
 def run_smoke(seed: int = 0) -> int:
     status = available_backends()
     print("backends: " + "; ".join(f"{k}: {v}" for k, v in status.items()))
+    if status["cpu"] != "available":
+        # setup.py always builds fastlocal._C: without it the install is broken, and a run of
+        # the reference alone would look like a pass.
+        print(f"smoke: FAILED, the C++ extension is missing ({status['cpu']})")
+        return 1
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     print(f"{'op':20s} {'device':6s} {'backend':10s} {'fwd+bwd ms (median)':>20s} {'max |diff| vs reference':>24s}")
     failures = 0
