@@ -26,6 +26,17 @@ struct OpMath<double> {
 template <typename scalar_t>
 using opmath_t = typename OpMath<scalar_t>::type;
 
+// Sizes and sampling shared by both directions of RoI-align-1D; one element per
+// (RoI, channel, bin) of the [N, C, P] output / gradient.
+struct RoiAlign1dShape {
+  int64_t batch, channels, length;  // B, C, T
+  int64_t num_rois, output_size;    // N, P
+  int64_t sampling_ratio;           // samples per bin; <= 0: adaptive ceil(roi_length / P)
+  bool aligned;
+
+  __host__ __device__ int64_t elements() const { return num_rois * channels * output_size; }
+};
+
 // RoI-align-1D forward: input [B, C, T], rois [N, 3] rows (batch_index, start, end)
 // -> output [N, C, P]. Same semantics as csrc/cpu/roi_align_1d.cpp.
 template <typename scalar_t>
@@ -33,10 +44,7 @@ struct RoiAlign1dForwardParams {
   const scalar_t* input;
   const opmath_t<scalar_t>* rois;
   scalar_t* output;
-  int64_t batch, channels, length;  // B, C, T
-  int64_t num_rois, output_size;    // N, P
-  int64_t sampling_ratio;           // samples per bin; <= 0: adaptive ceil(roi_length / P)
-  bool aligned;
+  RoiAlign1dShape shape;
 };
 
 // RoI-align-1D backward: grad [N, C, P] is scattered into grad_input [B, C, T], which
@@ -47,10 +55,7 @@ struct RoiAlign1dBackwardParams {
   const scalar_t* grad;
   const opmath_t<scalar_t>* rois;
   opmath_t<scalar_t>* grad_input;
-  int64_t batch, channels, length;
-  int64_t num_rois, output_size;
-  int64_t sampling_ratio;
-  bool aligned;
+  RoiAlign1dShape shape;
 };
 
 // Instantiated for __half, __nv_bfloat16, float and double in roi_align_1d.cu.

@@ -108,85 +108,85 @@ __host__ __device__ __forceinline__ bool sample_tap(const RoiSampling<acc_t>& s,
   return true;
 }
 
-// Output element idx = (n * C + c) * P + p. Consecutive threads take consecutive p of
-// one (RoI, channel) row: the output writes coalesce, and the input frames they read lie
-// close together in one row of x (about `bin` frames apart), so the loads hit the same
-// cache lines. Consecutive c instead would read T elements apart, one line per thread.
-template <typename scalar_t>
-__host__ __device__ __forceinline__ void roi_align_1d_forward_at(const RoiAlign1dForwardParams<scalar_t>& p,
-                                                                 int64_t idx) {
-  using acc_t = opmath_t<scalar_t>;
-  const int64_t P = p.output_size, C = p.channels, T = p.length;
-  const int64_t bin = idx % P;
+// Element idx = (n * C + c) * P + bin of the [N, C, P] output or gradient: its RoI's
+// sampling and the input row (batch, channel) it reads or scatters into. Consecutive
+// threads take consecutive bins of one (RoI, channel) row: output / gradient accesses
+// coalesce, and the input frames they touch lie close together in one row (about `bin`
+// frames apart), so they share cache lines; consecutive c would be T elements apart.
+template <typename acc_t>
+struct Element {
+  RoiSampling<acc_t> sampling;
+  int64_t bin, row;  // row: offset of x[batch, c, 0] in a [B, C, T] tensor
+};
+
+template <typename acc_t>
+__host__ __device__ __forceinline__ Element<acc_t> element_at(const RoiAlign1dShape& sh, const acc_t* rois,
+                                                              int64_t idx) {
+  const int64_t P = sh.output_size, C = sh.channels;
   const int64_t c = (idx / P) % C;
   const int64_t n = idx / (P * C);
-  const RoiSampling<acc_t> s = roi_sampling(p.rois + 3 * n, p.batch, P, p.sampling_ratio, p.aligned);
-  const scalar_t* row = p.input + (s.batch * C + c) * T;
+  const RoiSampling<acc_t> s = roi_sampling(rois + 3 * n, sh.batch, P, sh.sampling_ratio, sh.aligned);
+  return {s, idx % P, (s.batch * C + c) * sh.length};
+}
+
+template <typename scalar_t>
+__host__ __device__ __forceinline__ void roi_align_1d_at(const RoiAlign1dForwardParams<scalar_t>& p, int64_t idx) {
+  using acc_t = opmath_t<scalar_t>;
+  const Element<acc_t> e = element_at(p.shape, p.rois, idx);
+  const scalar_t* row = p.input + e.row;
   acc_t acc = 0;
   Tap<acc_t> tap;
-  for (int64_t i = 0; i < s.count; ++i) {
-    if (sample_tap(s, bin, i, T, tap)) acc += tap.w_lo * to_acc(row[tap.lo]) + tap.w_hi * to_acc(row[tap.hi]);
+  for (int64_t i = 0; i < e.sampling.count; ++i) {
+    if (sample_tap(e.sampling, e.bin, i, p.shape.length, tap))
+      acc += tap.w_lo * to_acc(row[tap.lo]) + tap.w_hi * to_acc(row[tap.hi]);
   }
   store(p.output + idx, acc);
 }
 
-// Gradient element idx, same layout and thread order as the forward (coalesced grad
-// reads); each sample scatters grad * weight to its two frames.
+// Each sample scatters grad * weight to its two frames.
 template <typename scalar_t>
-__host__ __device__ __forceinline__ void roi_align_1d_backward_at(const RoiAlign1dBackwardParams<scalar_t>& p,
-                                                                  int64_t idx) {
+__host__ __device__ __forceinline__ void roi_align_1d_at(const RoiAlign1dBackwardParams<scalar_t>& p, int64_t idx) {
   using acc_t = opmath_t<scalar_t>;
-  const int64_t P = p.output_size, C = p.channels, T = p.length;
-  const int64_t bin = idx % P;
-  const int64_t c = (idx / P) % C;
-  const int64_t n = idx / (P * C);
-  const RoiSampling<acc_t> s = roi_sampling(p.rois + 3 * n, p.batch, P, p.sampling_ratio, p.aligned);
-  acc_t* row = p.grad_input + (s.batch * C + c) * T;
+  const Element<acc_t> e = element_at(p.shape, p.rois, idx);
+  acc_t* row = p.grad_input + e.row;
   const acc_t g = to_acc(p.grad[idx]);
   Tap<acc_t> tap;
-  for (int64_t i = 0; i < s.count; ++i) {
-    if (!sample_tap(s, bin, i, T, tap)) continue;
+  for (int64_t i = 0; i < e.sampling.count; ++i) {
+    if (!sample_tap(e.sampling, e.bin, i, p.shape.length, tap)) continue;
     atomic_accumulate(row + tap.lo, tap.w_lo * g);
     atomic_accumulate(row + tap.hi, tap.w_hi * g);
   }
 }
 
-template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads) roi_align_1d_forward_kernel(const RoiAlign1dForwardParams<scalar_t> p) {
-  const int64_t total = p.num_rois * p.channels * p.output_size;
+// One grid-stride kernel for both directions (the params type picks the element body).
+template <typename Params>
+__global__ void __launch_bounds__(kThreads) roi_align_1d_kernel(const Params p) {
+  const int64_t total = p.shape.elements();
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += stride) {
-    roi_align_1d_forward_at(p, idx);
+    roi_align_1d_at(p, idx);
   }
 }
 
-template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads) roi_align_1d_backward_kernel(const RoiAlign1dBackwardParams<scalar_t> p) {
-  const int64_t total = p.num_rois * p.channels * p.output_size;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += stride) {
-    roi_align_1d_backward_at(p, idx);
-  }
+template <typename Params>
+cudaError_t launch(const Params& params, cudaStream_t stream) {
+  const int64_t total = params.shape.elements();
+  // Without a frame or a batch entry there is nothing in bounds to touch (the glue rejects T < 1).
+  if (total == 0 || params.shape.length < 1 || params.shape.batch < 1) return cudaSuccess;
+  roi_align_1d_kernel<Params><<<num_blocks(total), kThreads, 0, stream>>>(params);
+  return cudaGetLastError();
 }
 
 }  // namespace
 
 template <typename scalar_t>
 cudaError_t launch_roi_align_1d_forward(const RoiAlign1dForwardParams<scalar_t>& params, cudaStream_t stream) {
-  const int64_t total = params.num_rois * params.channels * params.output_size;
-  // Without a frame or a batch entry there is nothing in bounds to read (the glue rejects T < 1).
-  if (total == 0 || params.length < 1 || params.batch < 1) return cudaSuccess;
-  roi_align_1d_forward_kernel<scalar_t><<<num_blocks(total), kThreads, 0, stream>>>(params);
-  return cudaGetLastError();
+  return launch(params, stream);
 }
 
 template <typename scalar_t>
 cudaError_t launch_roi_align_1d_backward(const RoiAlign1dBackwardParams<scalar_t>& params, cudaStream_t stream) {
-  const int64_t total = params.num_rois * params.channels * params.output_size;
-  // grad_input is then empty: no frame to scatter into.
-  if (total == 0 || params.length < 1 || params.batch < 1) return cudaSuccess;
-  roi_align_1d_backward_kernel<scalar_t><<<num_blocks(total), kThreads, 0, stream>>>(params);
-  return cudaGetLastError();
+  return launch(params, stream);
 }
 
 template cudaError_t launch_roi_align_1d_forward<__half>(const RoiAlign1dForwardParams<__half>&, cudaStream_t);
