@@ -17,6 +17,8 @@ from setuptools import setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+# Triton publishes wheels for Linux only.
+_TRITON_PLATFORMS = "platform_system == 'Linux' and platform_machine in 'x86_64 aarch64'"
 
 
 def _flag(name: str) -> str | None:
@@ -69,7 +71,7 @@ def _extensions():
         extensions.append(
             CUDAExtension(
                 "fastlocal._C_cuda",
-                [*_sources("csrc/cuda/*.cu"), "csrc/bindings/cuda.cpp"],
+                [*_sources("csrc/cuda/*.cu"), *_sources("csrc/bindings/cuda*.cpp")],
                 extra_compile_args={
                     "cxx": cxx,
                     "nvcc": ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"],
@@ -103,8 +105,9 @@ setup(
     # torch is not pinned upward: pip must never replace an installed torch.
     install_requires=["torch>=2.4", "numpy"],
     extras_require={
-        "test": ["pytest", "pytest-benchmark", "hypothesis"],
-        "triton": ["triton"],
+        # Triton kernels are tested under TRITON_INTERPRET=1 where there is no GPU (tests/conftest.py).
+        "test": ["pytest", "pytest-benchmark", "hypothesis", f"triton>=3.4; {_TRITON_PLATFORMS}"],
+        "triton": [f"triton>=3.4; {_TRITON_PLATFORMS}"],
         "plot": ["matplotlib"],
     },
     zip_safe=False,

@@ -2,7 +2,7 @@
 # Compile every csrc/cuda/*.cu with nvcc for sm_80 and sm_90 (DESIGN.md "CUDA sources must
 # compile without a CUDA build of torch"): CI has nvcc but no GPU and a CPU-only torch,
 # so this is how the CUDA kernels are checked there. Then syntax-check the torch glue
-# csrc/bindings/cuda.cpp against the CPU torch's c10/cuda headers.
+# csrc/bindings/cuda*.cpp against the CPU torch's c10/cuda headers.
 #
 # nvcc is taken from $NVCC, else PATH, else $CUDA_HOME/bin. Without it the script fails,
 # unless FASTLOCAL_SKIP_NVCC=1 says that skipping is intended.
@@ -67,12 +67,14 @@ done
 # The glue includes the c10/cuda headers; a CPU torch ships them but not the generated
 # cuda_cmake_macros.h, which C10_CUDA_NO_CMAKE_CONFIGURE_FILE tells them to skip. nvcc
 # hands a .cpp to the host compiler with the CUDA include path added. This checks the
-# names, types and template instantiations of cuda.cpp; linking it needs a CUDA torch.
+# names, types and template instantiations of the glue; linking it needs a CUDA torch.
 python_include="$("$PYTHON" -c "import sysconfig; print(sysconfig.get_paths()['include'])")"
-run csrc/bindings/cuda.cpp "host compiler -fsyntax-only via nvcc, against this torch's headers" \
-  "$NVCC" -c -std=c++17 -Xcompiler -fsyntax-only,-Wall \
-  -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE -DTORCH_EXTENSION_NAME=_C_cuda -DTORCH_API_INCLUDE_EXTENSION_H \
-  "${torch_system_includes[@]}" -isystem "$python_include" \
-  csrc/bindings/cuda.cpp -o "$workdir/cuda_glue.o"
+for glue in csrc/bindings/cuda*.cpp; do
+  run "$glue" "host compiler -fsyntax-only via nvcc, against this torch's headers" \
+    "$NVCC" -c -std=c++17 -Xcompiler -fsyntax-only,-Wall \
+    -DC10_CUDA_NO_CMAKE_CONFIGURE_FILE -DTORCH_EXTENSION_NAME=_C_cuda -DTORCH_API_INCLUDE_EXTENSION_H \
+    "${torch_system_includes[@]}" -isystem "$python_include" \
+    "$glue" -o "$workdir/$(basename "$glue" .cpp).o"
+done
 
 exit "$failed"

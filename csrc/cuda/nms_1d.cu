@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include "exact_math.cuh"
-#include "launch.h"
+#include "nms_1d.h"
 
 namespace fastlocal::cuda {
 namespace {
