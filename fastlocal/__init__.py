@@ -7,12 +7,14 @@ Public ops (layout ``[B, H, T, D]`` like ``scaled_dot_product_attention``):
 - :func:`topk_std_pool`, :func:`topk_std_attention` — VidTr's topK-std pooling
 - :func:`roi_align_1d`, :func:`nms_1d`, :func:`batched_nms_1d`, :func:`soft_nms_1d`
   — temporal proposals (G-TAD, ETAD)
+- :mod:`selective` — selective-backprop clip encoding and a long-term feature memory
+  (ETAD, TALLFormer): ``selective_encode``, ``SelectiveEncoder``, ``LongMemory``
 
 Every op takes ``backend=`` ("cuda", "triton", "cpu", "reference"); see
 :func:`available_backends` and :func:`use_backend`.
 """
 
-from . import nn
+from . import nn, selective
 from ._dispatch import BackendUnavailableError, available_backends, use_backend
 from .local_attention import local_attention, local_attention_probs
 from .nms import batched_nms_1d, nms_1d, soft_nms_1d
@@ -30,6 +32,7 @@ __all__ = [
     "nms_1d",
     "nn",
     "roi_align_1d",
+    "selective",
     "soft_nms_1d",
     "topk_std_attention",
     "topk_std_pool",
