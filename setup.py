@@ -94,6 +94,8 @@ setup(
         "fastlocal.bench",
         "fastlocal.kernels",
         "fastlocal.models",
+        "fastlocal.data",
+        "fastlocal.models.tut",
     ],
     package_dir={
         "fastlocal": "fastlocal",

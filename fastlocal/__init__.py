@@ -14,7 +14,7 @@ Every op takes ``backend=`` ("cuda", "triton", "cpu", "reference"); see
 :func:`available_backends` and :func:`use_backend`.
 """
 
-from . import nn, selective
+from . import metrics, nn, selective
 from ._dispatch import BackendUnavailableError, available_backends, use_backend
 from .local_attention import local_attention, local_attention_probs
 from .nms import batched_nms_1d, nms_1d, soft_nms_1d
@@ -29,6 +29,7 @@ __all__ = [
     "batched_nms_1d",
     "local_attention",
     "local_attention_probs",
+    "metrics",
     "nms_1d",
     "nn",
     "roi_align_1d",

@@ -3,3 +3,7 @@
 TUT, TALLFormer, GTA, VidTr / CVidTr and ETAD land here, one module each, with their
 config dataclasses and losses.
 """
+
+from .tut import TUT, TUTConfig
+
+__all__ = ["TUT", "TUTConfig"]
