@@ -13,6 +13,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <tuple>
 
 namespace fastlocal::cuda {
 
@@ -57,5 +58,23 @@ at::Tensor roi_align_1d_forward(const at::Tensor& input, const at::Tensor& rois,
 at::Tensor roi_align_1d_backward(const at::Tensor& grad, const at::Tensor& rois, int64_t batch,
                                  int64_t length, int64_t sampling_ratio, bool aligned);
 at::Tensor nms_1d(const at::Tensor& segments, const at::Tensor& scores, double iou_threshold);
+
+std::tuple<at::Tensor, at::Tensor> local_attention_forward(const at::Tensor& q, const at::Tensor& k,
+                                                           const at::Tensor& v, const c10::optional<at::Tensor>& rpb,
+                                                           const c10::optional<at::Tensor>& key_padding_mask,
+                                                           int64_t left, int64_t right, bool shift, double scale,
+                                                           double dropout_p, int64_t seed);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> local_attention_backward(
+    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+    const at::Tensor& lse, const c10::optional<at::Tensor>& rpb, const c10::optional<at::Tensor>& key_padding_mask,
+    int64_t left, int64_t right, bool shift, double scale, double dropout_p, int64_t seed);
+at::Tensor local_attention_probs_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& rows,
+                                         const c10::optional<at::Tensor>& rpb,
+                                         const c10::optional<at::Tensor>& key_padding_mask, int64_t left,
+                                         int64_t right, bool shift, double scale);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> local_attention_probs_backward(
+    const at::Tensor& grad, const at::Tensor& probs, const at::Tensor& q, const at::Tensor& k, const at::Tensor& rows,
+    const c10::optional<at::Tensor>& rpb, const c10::optional<at::Tensor>& key_padding_mask, int64_t left,
+    int64_t right, bool shift, double scale);
 
 }  // namespace fastlocal::cuda
