@@ -226,9 +226,9 @@ at::Tensor local_attention_probs_forward(const at::Tensor& q_, const at::Tensor&
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> local_attention_probs_backward(
-    const at::Tensor& grad_, const at::Tensor& probs_, const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& rows_,
-    const c10::optional<at::Tensor>& rpb_, const c10::optional<at::Tensor>& pad_, int64_t left, int64_t right,
-    bool shift, double scale) {
+    const at::Tensor& grad_, const at::Tensor& probs_, const at::Tensor& q_, const at::Tensor& k_,
+    const at::Tensor& rows_, const c10::optional<at::Tensor>& rpb_, const c10::optional<at::Tensor>& pad_,
+    int64_t left, int64_t right, bool shift, double scale) {
   const LocalAttentionShape s = check_probs(q_, k_, rows_, rpb_, pad_, left, right, shift);
   TORCH_CHECK_VALUE(grad_.sizes() == probs_.sizes() && probs_.dim() == 4 && probs_.size(0) == s.batch &&
                         probs_.size(1) == s.heads && probs_.size(2) == rows_.size(1) && probs_.size(3) == s.window(),

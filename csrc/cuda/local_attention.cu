@@ -467,7 +467,8 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t row = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (row >= num_rows) return;
   opmath_t<E> sum = 0;
-  for (int64_t c = threadIdx.x % 32; c < dim_v; c += 32) sum += to_acc(grad[row * dim_v + c]) * to_acc(out[row * dim_v + c]);
+  for (int64_t c = threadIdx.x % 32; c < dim_v; c += 32)
+    sum += to_acc(grad[row * dim_v + c]) * to_acc(out[row * dim_v + c]);
   sum = warp_sum(sum);
   if (threadIdx.x % 32 == 0) delta[row] = sum;
 }
