@@ -13,7 +13,7 @@ from . import _validate as check
 from ._dispatch import kernels, resolve_backend
 from .reference import nms as reference
 
-IMPLEMENTED = ("cpu", "reference")  # nms_1d, batched_nms_1d
+IMPLEMENTED = ("cuda", "cpu", "reference")  # nms_1d, batched_nms_1d
 SOFT_NMS_IMPLEMENTED = ("reference",)  # soft_nms_1d: its loop is sequential by nature
 
 

@@ -8,7 +8,7 @@ from . import _validate as check
 from ._dispatch import kernels, resolve_backend
 from .reference import roi_align as reference
 
-IMPLEMENTED = ("cpu", "reference")
+IMPLEMENTED = ("cuda", "triton", "cpu", "reference")
 # Adaptive sampling takes ceil(len / P) samples per bin; beyond this, every backend would
 # loop ~len / P times per bin (mirrors kMaxAdaptiveSamples in csrc/common/roi_checks.h).
 MAX_ADAPTIVE_SAMPLES = 65536
@@ -36,6 +36,11 @@ def roi_align_1d(
         aligned: shift by -0.5 (pixel-centre convention) and do not clamp the length to 1.
     Returns:
         ``[N, C, P]`` in ``input.dtype``. Differentiable w.r.t. ``input``.
+
+    The backward of ``cpu`` and ``reference`` is deterministic. ``cuda`` and ``triton``
+    accumulate with float atomics unless ``torch.use_deterministic_algorithms(True)`` is
+    set; then they sort the taps by input frame and reduce each frame in a fixed order
+    (bitwise-reproducible, ``O(N * P * samples)`` extra memory).
 
     Matches ``torchvision.ops.roi_align`` on ``input[..., None]`` with boxes
     ``(b, start, 0, end, 1)`` and output ``(P, 1)``.

@@ -1,4 +1,4 @@
-"""Correctness of ``fastlocal.roi_align_1d`` on every CPU backend.
+"""Correctness of ``fastlocal.roi_align_1d`` on every backend, forward and backward.
 
 The oracle is :func:`brute_roi_align`, a plain-Python loop written from DESIGN.md
 ("Reference semantics / RoI-align-1D"). It encodes ``torchvision.ops.roi_align``'s rule
@@ -6,10 +6,20 @@ on a ``[B, C, T, 1]`` input (torchvision cannot be installed here): per RoI, cha
 bin and sample, with its border rule (``t < -1`` or ``t > T`` contributes 0, ``t <= 0``
 clamps to 0, ``floor(t) >= T - 1`` reads ``x[T - 1]``), divisor ``max(n, 1)``, and
 ``aligned`` shifting start/end by -0.5 without clamping the length.
+
+Every backend (``reference``, ``cpu``, ``triton``, ``cuda``) runs each test; gradients
+are checked against the reference backend's (autograd through its ``embedding_bag``
+formulation). GPU backends are marked ``gpu`` and run on CUDA tensors; ``triton`` runs on
+CPU tensors under ``TRITON_INTERPRET=1`` (set by conftest.py without a GPU), at small
+sizes. A backend that cannot run here is skipped with the reason. ``cuda`` and ``triton``
+have two backward kernels (float atomics; sort-and-reduce under
+``torch.use_deterministic_algorithms(True)``): the backward tests run both.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import math
 
 import pytest
@@ -18,11 +28,61 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastlocal
+from fastlocal._dispatch import triton_interpreted
 
-BACKENDS = ("reference", "cpu")
+RA = importlib.import_module("fastlocal.roi_align")  # fastlocal.roi_align_1d is the function
+GPU_BACKENDS = ("triton", "cuda")
 # float64 backends follow the same formula as the oracle; only summation order and
 # (with FASTLOCAL_NATIVE=1) FMA contraction may differ, i.e. a few ulps of O(1) values.
 F64 = {"rtol": 1e-12, "atol": 1e-12}
+
+
+def backend_params(op: str, implemented: tuple[str, ...], names: tuple[str, ...]) -> list:
+    """pytest params for ``names``: GPU ones marked ``gpu``; unusable ones skipped with the reason."""
+    params = []
+    for name in names:
+        marks = [pytest.mark.gpu] if name in GPU_BACKENDS else []
+        status = fastlocal.available_backends()[name]
+        if status != "available":
+            marks.append(pytest.mark.skip(reason=f"backend {name!r} unavailable: {status}"))
+        elif name not in implemented:
+            marks.append(pytest.mark.skip(reason=f"backend {name!r} has no {op} kernel (IMPLEMENTED = {implemented})"))
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
+BACKENDS = backend_params("roi_align_1d", RA.IMPLEMENTED, ("reference", "cpu", "triton", "cuda"))
+OTHERS = BACKENDS[1:]  # checked against the reference backend
+# Backends with a second, deterministic backward kernel (selected by torch's global flag).
+TWO_BACKWARDS = ("triton", "cuda")
+
+
+def device_of(backend: str) -> torch.device:
+    """Where a backend's inputs live: CUDA for cuda / triton (CPU only under Triton's interpreter)."""
+    if backend == "cuda" or (backend == "triton" and not triton_interpreted()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def small(backend: str, large: int, interpreted: int) -> int:
+    """A problem size: ``interpreted`` when the backend runs under Triton's interpreter."""
+    return interpreted if backend == "triton" and triton_interpreted() else large
+
+
+@contextlib.contextmanager
+def deterministic(enabled: bool):
+    """``torch.use_deterministic_algorithms(enabled)`` inside the block only."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(enabled)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def backward_modes(backend: str) -> tuple[bool, ...]:
+    """The deterministic-flag settings that select different backward kernels of ``backend``."""
+    return (False, True) if backend in TWO_BACKWARDS else (False,)
 
 
 def _interp(row: list[float], t: float) -> float:
@@ -82,8 +142,21 @@ def special_rois(B: int, T: int) -> torch.Tensor:
 
 
 def run(x, rois, P, sr=0, aligned=False, backend="cpu"):
-    """``fastlocal.roi_align_1d`` with positional defaults, for brevity."""
-    return fastlocal.roi_align_1d(x, rois, P, sampling_ratio=sr, aligned=aligned, backend=backend)
+    """``fastlocal.roi_align_1d`` on the backend's device, with positional defaults, for brevity.
+
+    CPU tensors go to the backend's device and the result comes back to the CPU; both
+    copies are differentiable, so gradients land in the CPU leaf ``x``.
+    """
+    dev = device_of(backend)
+    out = fastlocal.roi_align_1d(x.to(dev), rois.to(dev), P, sampling_ratio=sr, aligned=aligned, backend=backend)
+    return out.cpu()
+
+
+def input_grad(x, rois, P, sr, aligned, backend, grad) -> torch.Tensor:
+    """d(sum(out * grad)) / dx on ``backend``, as a CPU tensor."""
+    leaf = x.detach().clone().requires_grad_()
+    run(leaf, rois, P, sr, aligned, backend).backward(grad)
+    return leaf.grad
 
 
 # Hand-computed cases on x = [1, 2, 5, 10, 17] (x[k] = k^2 + 1, T = 5, not linear so
@@ -277,27 +350,28 @@ def test_gradcheck(backend, sr, aligned):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 2, 7, dtype=torch.float64, generator=g, requires_grad=True)
     # Full Jacobian on a few RoIs (one backward per output element, so few outputs)...
-    rois = special_rois(2, 7)[[0, 7, 10, 11, 17, 18]]  # fractional, reversed, both borders, exact -1 and T
-    assert torch.autograd.gradcheck(lambda t: run(t, rois, 2, sr, aligned, backend), (x,))
+    few = special_rois(2, 7)[[0, 7, 10, 11, 17, 18]]  # fractional, reversed, both borders, exact -1 and T
     # ...and random projections of it on all the special RoIs.
-    rois = special_rois(2, 7)
-    assert torch.autograd.gradcheck(lambda t: run(t, rois, 3, sr, aligned, backend), (x,), fast_mode=True)
+    every = special_rois(2, 7)
+    for mode in backward_modes(backend):
+        with deterministic(mode):
+            assert torch.autograd.gradcheck(lambda t: run(t, few, 2, sr, aligned, backend), (x,))
+            assert torch.autograd.gradcheck(lambda t: run(t, every, 3, sr, aligned, backend), (x,), fast_mode=True)
 
 
-def test_cpu_backward_matches_reference():
+@pytest.mark.parametrize("backend", OTHERS)
+def test_backward_matches_reference(backend):
     g = torch.Generator().manual_seed(4)
-    B, C, T, N = 3, 5, 23, 60
+    B, C, T, N = 3, 5, 23, small(backend, 60, 20)
     x = torch.randn(B, C, T, dtype=torch.float64, generator=g)
     ends = torch.rand(N, 2, dtype=torch.float64, generator=g) * (T + 6) - 3
     rois = torch.cat([torch.randint(0, B, (N, 1), generator=g).double(), ends], dim=1)
     grad = torch.randn(N, C, 4, dtype=torch.float64, generator=g)
     for sr, aligned in [(0, False), (3, True)]:
-        grads = []
-        for backend in BACKENDS:
-            xb = x.clone().requires_grad_()
-            run(xb, rois, 4, sr, aligned, backend).backward(grad)
-            grads.append(xb.grad)
-        torch.testing.assert_close(grads[0], grads[1], **F64)
+        want = input_grad(x, rois, 4, sr, aligned, "reference", grad)
+        for mode in backward_modes(backend):
+            with deterministic(mode):
+                torch.testing.assert_close(input_grad(x, rois, 4, sr, aligned, backend, grad), want, **F64)
 
 
 def test_cpu_backward_is_deterministic():
@@ -309,9 +383,7 @@ def test_cpu_backward_is_deterministic():
     grad = torch.randn(N, C, 8, generator=g)
 
     def backward() -> torch.Tensor:
-        xg = x.clone().requires_grad_()
-        run(xg, rois, 8, 0, False, "cpu").backward(grad)
-        return xg.grad
+        return input_grad(x, rois, 8, 0, False, "cpu", grad)
 
     threads = torch.get_num_threads()
     try:
@@ -326,24 +398,44 @@ def test_cpu_backward_is_deterministic():
     assert torch.equal(first, single)
 
 
-def test_many_rois_cpu_matches_reference():
+@pytest.mark.parametrize("backend", OTHERS)
+@pytest.mark.parametrize("sr", [0, 2])
+def test_deterministic_mode_gradients_are_bitwise_reproducible(backend, sr):
+    # Many RoIs overlap every frame: float32 sums in a varying order would differ in the bits.
+    g = torch.Generator().manual_seed(8)
+    B, C, T, N = 2, small(backend, 64, 3), small(backend, 200, 24), small(backend, 3000, 150)
+    x = torch.randn(B, C, T, generator=g)
+    ends = torch.rand(N, 2, generator=g) * (T + 4) - 2
+    rois = torch.cat([torch.randint(0, B, (N, 1), generator=g).float(), ends], dim=1)
+    grad = torch.randn(N, C, 8, generator=g)
+    with deterministic(True):
+        runs = [input_grad(x, rois, 8, sr, False, backend, grad) for _ in range(3)]
+    assert runs[0].abs().sum() > 0
+    assert all(torch.equal(runs[0], again) for again in runs[1:])
+    # The deterministic kernel computes the same gradient as the default one.
+    want = input_grad(x, rois, 8, sr, False, "reference", grad)
+    torch.testing.assert_close(runs[0], want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", OTHERS)
+def test_many_rois_match_reference(backend):
+    # 100k RoIs (2k under Triton's interpreter), including reversed and out-of-range ones.
     g = torch.Generator().manual_seed(6)
-    B, C, T, N, P = 2, 4, 256, 100_000, 8
+    B, C, T, N, P = 2, 4, 256, small(backend, 100_000, 2_000), 8
     x = torch.randn(B, C, T, generator=g)
     start = torch.rand(N, generator=g) * (T + 20) - 10
     length = torch.rand(N, generator=g) * 36 - 4  # includes reversed RoIs; n = ceil(len/P) <= 4
     rois = torch.stack([torch.randint(0, B, (N,), generator=g).float(), start, start + length], dim=1)
-    outs, grads = [], []
-    for backend in BACKENDS:
-        xb = x.clone().requires_grad_()
-        out = run(xb, rois, P, 0, False, backend)
-        out.backward(torch.ones_like(out))
-        outs.append(out.detach())
-        grads.append(xb.grad)
+    grad = torch.randn(N, C, P, generator=g)
+    want_out = run(x, rois, P, 0, False, "reference")
+    want_grad = input_grad(x, rois, P, 0, False, "reference", grad)
     # Same float32 arithmetic up to summation order.
-    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
-    # Each frame gathers ~N*P*n/(B*T) ~ 5e3 float32 contributions of weight <= 1/n.
-    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(run(x, rois, P, 0, False, backend), want_out, rtol=1e-5, atol=1e-5)
+    for mode in backward_modes(backend):
+        with deterministic(mode):
+            # Each frame gathers ~N*P*n/(B*T) ~ 5e3 float32 contributions of weight <= 1/n.
+            torch.testing.assert_close(input_grad(x, rois, P, 0, False, backend, grad), want_grad,
+                                       rtol=1e-4, atol=1e-3)
 
 
 @st.composite
@@ -367,10 +459,16 @@ def roi_problems(draw):
     return x, rois, P, sr, aligned
 
 
-@settings(max_examples=50, deadline=None)
-@given(roi_problems())
-def test_hypothesis_sweep(problem):
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=40, deadline=None)
+@given(problem=roi_problems(), deterministic_mode=st.booleans())
+def test_hypothesis_sweep(backend, problem, deterministic_mode):
+    """Forward against the loop oracle, backward against the reference backend."""
     x, rois, P, sr, aligned = problem
-    want = brute_roi_align(x, rois, P, sr, aligned)
-    for backend in BACKENDS:
-        torch.testing.assert_close(run(x, rois, P, sr, aligned, backend), want, **F64)
+    torch.testing.assert_close(run(x, rois, P, sr, aligned, backend), brute_roi_align(x, rois, P, sr, aligned),
+                               **F64)
+    grad = torch.randn(rois.shape[0], x.shape[1], P, dtype=torch.float64,
+                       generator=torch.Generator().manual_seed(rois.shape[0] * 31 + P))
+    want = input_grad(x, rois, P, sr, aligned, "reference", grad)
+    with deterministic(deterministic_mode and backend in TWO_BACKWARDS):
+        torch.testing.assert_close(input_grad(x, rois, P, sr, aligned, backend, grad), want, **F64)

@@ -158,22 +158,55 @@ __host__ __device__ __forceinline__ void roi_align_1d_at(const RoiAlign1dBackwar
   }
 }
 
-// One grid-stride kernel for both directions (the params type picks the element body).
+// Deterministic backward, step 1: slot pair (n, p, i) -> its two taps (see roi_align_1d.h).
+template <typename scalar_t>
+__host__ __device__ __forceinline__ void roi_align_1d_at(const RoiAlign1dTapsParams<scalar_t>& p, int64_t idx) {
+  using acc_t = opmath_t<scalar_t>;
+  const int64_t P = p.shape.output_size, i = idx % p.max_count, bin = (idx / p.max_count) % P;
+  const int64_t n = idx / (p.max_count * P);
+  const RoiSampling<acc_t> s = roi_sampling(p.rois + 3 * n, p.shape.batch, P, p.shape.sampling_ratio,
+                                            p.shape.aligned);
+  Tap<acc_t> tap;
+  if (i >= s.count || !sample_tap(s, bin, i, p.shape.length, tap)) return;  // the sentinel key stays
+  const int64_t base = s.batch * p.shape.length;
+  p.keys[2 * idx] = base + tap.lo;
+  p.weights[2 * idx] = tap.w_lo;
+  p.keys[2 * idx + 1] = base + tap.hi;
+  p.weights[2 * idx + 1] = tap.w_hi;
+}
+
+// Deterministic backward, step 3: element idx = (b * C + c) * T + t of grad_input sums its
+// frame's sorted taps in order, with no atomics.
+template <typename scalar_t>
+__host__ __device__ __forceinline__ void roi_align_1d_at(const RoiAlign1dGatherParams<scalar_t>& p, int64_t idx) {
+  using acc_t = opmath_t<scalar_t>;
+  const int64_t T = p.shape.length, C = p.shape.channels, P = p.shape.output_size;
+  const int64_t t = idx % T, c = (idx / T) % C, b = idx / (T * C);
+  const int64_t frame = b * T + t;
+  acc_t acc = 0;
+  for (int64_t k = p.offsets[frame]; k < p.offsets[frame + 1]; ++k) {
+    const int64_t src = p.source[k];
+    acc += p.weights[k] * to_acc(p.grad[((src / P) * C + c) * P + src % P]);
+  }
+  store(p.grad_input + idx, acc);
+}
+
+// One grid-stride kernel for every step (the params type picks the element body).
 template <typename Params>
-__global__ void __launch_bounds__(kThreads) roi_align_1d_kernel(const Params p) {
-  const int64_t total = p.shape.elements();
+__global__ void __launch_bounds__(kThreads) roi_align_1d_kernel(const Params p, int64_t total) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total; idx += stride) {
     roi_align_1d_at(p, idx);
   }
 }
 
+// `total` elements: [N, C, P] for forward and backward, N * P * max_count slot pairs for the
+// taps, [B, C, T] for the gather.
 template <typename Params>
-cudaError_t launch(const Params& params, cudaStream_t stream) {
-  const int64_t total = params.shape.elements();
+cudaError_t launch(const Params& params, int64_t total, cudaStream_t stream) {
   // Without a frame or a batch entry there is nothing in bounds to touch (the glue rejects T < 1).
   if (total == 0 || params.shape.length < 1 || params.shape.batch < 1) return cudaSuccess;
-  roi_align_1d_kernel<Params><<<num_blocks(total), kThreads, 0, stream>>>(params);
+  roi_align_1d_kernel<Params><<<num_blocks(total), kThreads, 0, stream>>>(params, total);
   return cudaGetLastError();
 }
 
@@ -181,12 +214,22 @@ cudaError_t launch(const Params& params, cudaStream_t stream) {
 
 template <typename scalar_t>
 cudaError_t launch_roi_align_1d_forward(const RoiAlign1dForwardParams<scalar_t>& params, cudaStream_t stream) {
-  return launch(params, stream);
+  return launch(params, params.shape.elements(), stream);
 }
 
 template <typename scalar_t>
 cudaError_t launch_roi_align_1d_backward(const RoiAlign1dBackwardParams<scalar_t>& params, cudaStream_t stream) {
-  return launch(params, stream);
+  return launch(params, params.shape.elements(), stream);
+}
+
+template <typename scalar_t>
+cudaError_t launch_roi_align_1d_taps(const RoiAlign1dTapsParams<scalar_t>& params, cudaStream_t stream) {
+  return launch(params, params.shape.num_rois * params.shape.output_size * params.max_count, stream);
+}
+
+template <typename scalar_t>
+cudaError_t launch_roi_align_1d_gather(const RoiAlign1dGatherParams<scalar_t>& params, cudaStream_t stream) {
+  return launch(params, params.shape.batch * params.shape.channels * params.shape.length, stream);
 }
 
 template cudaError_t launch_roi_align_1d_forward<__half>(const RoiAlign1dForwardParams<__half>&, cudaStream_t);
@@ -199,5 +242,16 @@ template cudaError_t launch_roi_align_1d_backward<__nv_bfloat16>(const RoiAlign1
                                                                  cudaStream_t);
 template cudaError_t launch_roi_align_1d_backward<float>(const RoiAlign1dBackwardParams<float>&, cudaStream_t);
 template cudaError_t launch_roi_align_1d_backward<double>(const RoiAlign1dBackwardParams<double>&, cudaStream_t);
+
+template cudaError_t launch_roi_align_1d_taps<__half>(const RoiAlign1dTapsParams<__half>&, cudaStream_t);
+template cudaError_t launch_roi_align_1d_taps<__nv_bfloat16>(const RoiAlign1dTapsParams<__nv_bfloat16>&,
+                                                             cudaStream_t);
+template cudaError_t launch_roi_align_1d_taps<float>(const RoiAlign1dTapsParams<float>&, cudaStream_t);
+template cudaError_t launch_roi_align_1d_taps<double>(const RoiAlign1dTapsParams<double>&, cudaStream_t);
+template cudaError_t launch_roi_align_1d_gather<__half>(const RoiAlign1dGatherParams<__half>&, cudaStream_t);
+template cudaError_t launch_roi_align_1d_gather<__nv_bfloat16>(const RoiAlign1dGatherParams<__nv_bfloat16>&,
+                                                               cudaStream_t);
+template cudaError_t launch_roi_align_1d_gather<float>(const RoiAlign1dGatherParams<float>&, cudaStream_t);
+template cudaError_t launch_roi_align_1d_gather<double>(const RoiAlign1dGatherParams<double>&, cudaStream_t);
 
 }  // namespace fastlocal::cuda

@@ -37,6 +37,33 @@ struct RoiAlign1dBackwardParams {
   RoiAlign1dShape shape;
 };
 
+// Deterministic backward (torch.use_deterministic_algorithms), sort-and-reduce in three steps:
+// 1. launch_roi_align_1d_taps: sample i of bin p of RoI n writes its two taps to slots
+//    s = ((n * P + p) * max_count + i) * 2 + {0, 1}: keys[s] = batch * T + frame and
+//    weights[s]; the caller pre-fills keys with the sentinel B * T, which unused samples keep.
+// 2. the caller sorts the keys stably (slot order within a frame) and finds each frame's run
+//    [offsets[f], offsets[f + 1]); source[k] = slot / (2 * max_count) = n * P + p.
+// 3. launch_roi_align_1d_gather: one thread per grad_input element (b, c, t) sums
+//    weights[k] * grad[n, c, p] over its frame's run in that order and stores it once.
+template <typename scalar_t>
+struct RoiAlign1dTapsParams {
+  const opmath_t<scalar_t>* rois;
+  int64_t* keys;                   // [N * P * max_count * 2]
+  opmath_t<scalar_t>* weights;     // same size
+  RoiAlign1dShape shape;
+  int64_t max_count;  // >= every RoI's sample count
+};
+
+template <typename scalar_t>
+struct RoiAlign1dGatherParams {
+  const scalar_t* grad;                // [N, C, P]
+  const int64_t* source;               // sorted taps: n * P + p
+  const opmath_t<scalar_t>* weights;   // sorted taps: weight
+  const int64_t* offsets;              // [B * T + 1]
+  scalar_t* grad_input;                // [B, C, T], every element written
+  RoiAlign1dShape shape;
+};
+
 // Instantiated for __half, __nv_bfloat16, float and double in roi_align_1d.cu.
 template <typename scalar_t>
 cudaError_t launch_roi_align_1d_forward(const RoiAlign1dForwardParams<scalar_t>& params,
@@ -44,5 +71,9 @@ cudaError_t launch_roi_align_1d_forward(const RoiAlign1dForwardParams<scalar_t>&
 template <typename scalar_t>
 cudaError_t launch_roi_align_1d_backward(const RoiAlign1dBackwardParams<scalar_t>& params,
                                          cudaStream_t stream);
+template <typename scalar_t>
+cudaError_t launch_roi_align_1d_taps(const RoiAlign1dTapsParams<scalar_t>& params, cudaStream_t stream);
+template <typename scalar_t>
+cudaError_t launch_roi_align_1d_gather(const RoiAlign1dGatherParams<scalar_t>& params, cudaStream_t stream);
 
 }  // namespace fastlocal::cuda
