@@ -10,7 +10,7 @@ from . import _validate as check
 from ._dispatch import kernels, resolve_backend
 from .reference import local_attention as reference
 
-IMPLEMENTED = ("cpu", "reference")
+IMPLEMENTED = ("cuda", "triton", "cpu", "reference")
 EDGES = ("clip", "shift")
 
 

@@ -13,6 +13,11 @@ Methods:
   ``flex_attention``        compiled FlexAttention, sliding-window BlockMask + bias score_mod
   ``sdpa_dense``            ``scaled_dot_product_attention`` with a dense [T, T] additive mask
   ``natten``                NATTEN's ``na1d`` when installed
+  ``flash_attn``            flash-attn's sliding window (``window_size``) when installed (CUDA,
+                            fp16/bf16): no bias, the speed of light for the band without RPB
+
+Each configuration names its device: ``CONFIGS`` run on the CPU, ``GPU_CONFIGS`` on CUDA
+(timed with CUDA events, peak memory from ``torch.cuda.max_memory_allocated``).
 
 Modes: ``forward`` (inputs do not require grad) and ``forward_backward`` (gradients of
 q, k, v and rpb for a fixed upstream gradient).
@@ -50,10 +55,12 @@ class Config:
     D: int
     window: int
     dtype: torch.dtype = torch.float32
+    device: str = "cpu"
 
     @property
     def name(self) -> str:
-        return f"B{self.B}-H{self.H}-T{self.T}-D{self.D}-w{self.window}-{_dtype_name(self.dtype)}"
+        name = f"B{self.B}-H{self.H}-T{self.T}-D{self.D}-w{self.window}-{_dtype_name(self.dtype)}"
+        return name if self.device == "cpu" else f"{name}-{self.device}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (dtype by name), the inverse of :meth:`from_dict`."""
@@ -72,6 +79,11 @@ def _dtype_name(dtype: torch.dtype) -> str:
 CONFIGS = tuple(Config(B=1, H=4, T=T, D=32, window=51) for T in (2048, 8192, 32768))
 # ``python -m fastlocal bench --quick``: the same problems up to T = 8192, under 3 minutes on 2 CPU cores.
 QUICK_CONFIGS = tuple(c for c in CONFIGS if c.T <= 8192)
+# The GPU suite (issue 4): bf16, window 51, T from 4096 to 65536 (2 minutes to 36 minutes at 30 fps).
+GPU_CONFIGS = tuple(
+    Config(B=B, H=H, T=T, D=D, window=51, dtype=torch.bfloat16, device="cuda")
+    for T in (4096, 16384, 65536) for B in (1, 8) for H in (4, 8) for D in (32, 64)
+)
 # The largest T each method runs in --quick (beyond it, one call alone takes seconds on 2 CPU cores).
 QUICK_MAX_T = {"sdpa_dense": 2048}
 
@@ -94,19 +106,33 @@ def useful_gflop(config: Config, mode: str = "forward") -> float:
     return forward if mode == "forward" else 3 * forward
 
 
-def gemm_gflops(n: int = 2048, repeats: int = 10) -> float:
-    """Achieved float32 ``torch.mm`` GFLOP/s on ``[n, n] @ [n, n]`` (median of ``repeats``).
+def gemm_gflops(n: int = 2048, repeats: int = 10, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+    """Achieved ``torch.mm`` GFLOP/s on ``[n, n] @ [n, n]`` (median of ``repeats``).
 
-    The yardstick for :func:`useful_gflop` rates: what this machine's BLAS reaches.
+    The yardstick for :func:`useful_gflop` rates: what this machine's BLAS (or GPU) reaches.
     """
-    a, b, out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    out = torch.empty(n, n, dtype=dtype, device=device)
     torch.mm(a, b, out=out)  # warm-up: thread pool and BLAS initialisation
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b, out=out)
-        times.append(time.perf_counter() - start)
+    times = [timed_call(torch.mm, a, b, out=out)[0] for _ in range(repeats)]
     return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def timed_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
+    """Seconds of ``fn(*args, **kwargs)`` and its result; CUDA work is timed with CUDA events.
+
+    The device is read from the first tensor argument.
+    """
+    if next((a.is_cuda for a in args if isinstance(a, torch.Tensor)), False):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        result = fn(*args, **kwargs)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3, result
+    start_s = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - start_s, result
 
 
 @dataclass
@@ -170,11 +196,12 @@ class Method:
         g = torch.Generator().manual_seed(seed)
         shape = (config.B, config.H, config.T, config.D)
 
-        def leaf(*size: int) -> torch.Tensor:
-            return torch.randn(*size, generator=g, dtype=config.dtype).requires_grad_(grad)
+        def leaf(*size: int, requires_grad: bool = grad) -> torch.Tensor:
+            x = torch.randn(*size, generator=g, dtype=config.dtype).to(config.device)
+            return x.requires_grad_(requires_grad)
 
         x = Inputs(leaf(*shape), leaf(*shape), leaf(*shape), leaf(config.H, config.window),
-                   torch.randn(*shape, generator=g, dtype=config.dtype), config.window)
+                   leaf(*shape, requires_grad=False), config.window)
         self.prepare(x)
         return x
 
@@ -210,7 +237,13 @@ class FastLocal(Method):
         if self.backend not in implemented:
             return f"local_attention has no {self.backend!r} kernel yet (implemented: {', '.join(implemented)})"
         status = fastlocal.available_backends()[self.backend]
-        return None if status == "available" else f"backend {self.backend!r}: {status}"
+        if status != "available":
+            return f"backend {self.backend!r}: {status}"
+        if self.backend == "triton" and config.device == "cpu":
+            return "triton runs on CPU tensors only through its interpreter (correctness, not speed)"
+        if self.backend in ("cpu", "cuda") and config.device != self.backend:
+            return f"backend {self.backend!r} runs on {self.backend} tensors, this configuration is on {config.device}"
+        return None
 
     def forward(self, x: Inputs) -> torch.Tensor:
         return fastlocal.local_attention(x.q, x.k, x.v, x.window, x.rpb, backend=self.backend)
@@ -357,10 +390,40 @@ class Natten(Method):
         return (out.detach(), *grads)
 
 
+class FlashAttn(Method):
+    """flash-attn's ``flash_attn_func`` with ``window_size=(w//2, w//2)`` (layout ``[B, T, H, D]``).
+
+    No relative position bias (flash-attn has none): the speed of light for the band alone.
+    """
+
+    name = "flash_attn"
+
+    def unavailable(self, config: Config, mode: str) -> str | None:
+        if config.device != "cuda" or config.dtype not in (torch.float16, torch.bfloat16):
+            return "flash-attn runs on CUDA in fp16/bf16 only"
+        try:
+            import flash_attn  # noqa: F401
+        except ImportError:
+            return "flash-attn not installed"
+        return None
+
+    def forward(self, x: Inputs) -> torch.Tensor:
+        from flash_attn import flash_attn_func
+
+        half = x.window // 2
+        q, k, v = (t.transpose(1, 2) for t in (x.q, x.k, x.v))
+        return flash_attn_func(q, k, v, window_size=(half, half)).transpose(1, 2)
+
+    def forward_backward(self, x: Inputs) -> tuple[torch.Tensor, ...]:
+        out = self.forward(x)
+        grads = torch.autograd.grad(out, (x.q, x.k, x.v), x.grad_out)  # no bias
+        return (out.detach(), *grads)
+
+
 METHODS: dict[str, Method] = {
     m.name: m
-    for m in (FastLocal("cpu"), FastLocal("reference"), Naive(compiled=False), Naive(compiled=True),
-              FlexAttention(), SdpaDense(), Natten())
+    for m in (FastLocal("cuda"), FastLocal("triton"), FastLocal("cpu"), FastLocal("reference"),
+              Naive(compiled=False), Naive(compiled=True), FlexAttention(), SdpaDense(), Natten(), FlashAttn())
 }
 
 
@@ -379,18 +442,19 @@ def warm_up(method: Method, x: Inputs, mode: str) -> float:
 
 
 def _seconds(method: Method, x: Inputs, mode: str) -> float:
-    start = time.perf_counter()
-    method.run(x, mode)
-    return time.perf_counter() - start
+    return _run_timed(method, x, mode)[0]
+
+
+def _run_timed(method: Method, x: Inputs, mode: str) -> tuple[float, tuple[torch.Tensor, ...]]:
+    return timed_call(lambda _device_probe: method.run(x, mode), x.q)
 
 
 def time_rounds(method: Method, x: Inputs, mode: str, rounds: int) -> tuple[list[float], tuple[torch.Tensor, ...]]:
     """Seconds of ``rounds`` calls (after :func:`warm_up`) and the last call's outputs, to check them."""
     times = []
     for _ in range(rounds):
-        start = time.perf_counter()
-        outputs = method.run(x, mode)
-        times.append(time.perf_counter() - start)
+        seconds, outputs = _run_timed(method, x, mode)
+        times.append(seconds)
     return times, outputs
 
 
@@ -412,8 +476,23 @@ def memory_spec(method: str, config: Config, mode: str) -> dict[str, Any]:
 
 
 def peak_memory(method: str, config: Config, mode: str, timeout: float = 600.0) -> PeakMemory:
-    """Peak extra memory of one ``method`` call on ``config`` in ``mode``, in a fresh process."""
-    return peak_memory_mb(memory_spec(method, config, mode), timeout=timeout)
+    """Peak extra memory of one ``method`` call on ``config`` in ``mode``.
+
+    CPU: resident memory in a fresh process. CUDA: ``torch.cuda.max_memory_allocated``
+    above what was allocated before the call (exact, so measured in this process).
+    """
+    if config.device == "cpu":
+        return peak_memory_mb(memory_spec(method, config, mode), timeout=timeout)
+    try:
+        call = memory_call(method, config.to_dict(), mode)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        call()
+        torch.cuda.synchronize()
+        return PeakMemory((torch.cuda.max_memory_allocated() - before) / 2**20)
+    except Exception as exc:  # reported in the table, like a failed CPU measurement
+        return PeakMemory(None, f"{type(exc).__name__}: {exc}")
 
 
 @dataclass
