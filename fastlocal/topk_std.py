@@ -5,10 +5,13 @@ from __future__ import annotations
 import torch
 
 from . import _validate as check
-from ._dispatch import resolve_backend
+from ._dispatch import kernels, resolve_backend
 from .reference import topk_std as reference
 
-IMPLEMENTED = ("reference",)
+# Fused kernels of topk_std_attention; topk_std_pool (which starts from a given attention
+# matrix, so there is nothing to fuse away) runs the reference on every device.
+IMPLEMENTED = ("cuda", "triton", "cpu", "reference")
+POOL_IMPLEMENTED = ("reference",)
 
 
 def _check_keep(keep: object, rows: int, exclude_first: object) -> int:
@@ -48,7 +51,7 @@ def topk_std_pool(
     _check_keep(keep, attn.shape[-2], exclude_first)
     if not isinstance(second_softmax, bool):
         raise TypeError(f"second_softmax must be a bool, got {type(second_softmax).__name__}")
-    resolve_backend("topk_std_pool", attn.device, backend, IMPLEMENTED)
+    resolve_backend("topk_std_pool", attn.device, backend, POOL_IMPLEMENTED)
     return reference.topk_std_pool(attn, keep, exclude_first, second_softmax)
 
 
@@ -69,9 +72,12 @@ def topk_std_attention(
         q, k: ``[B, H, T, D]``; v: ``[B, H, T, Dv]``. B folds batch x spatial positions.
         keep, exclude_first, second_softmax: as :func:`topk_std_pool`.
         scale: logit scale, default ``D ** -0.5``.
+        backend: ``"cuda" | "triton" | "cpu" | "reference"`` or None (automatic).
     Returns:
         ``out [B, H, keep (+1), Dv]`` (= pooled rows of ``softmax(q k^T * scale)`` times v)
-        in ``q.dtype`` and ``index [B, H, keep]``.
+        in ``q.dtype`` and ``index [B, H, keep]``. The compiled backends compute the
+        attention, its row stds, the selection and the output in one kernel per
+        (batch, head) without writing the attention matrix to memory.
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         check.tensor(name, t, ndim=4)
@@ -86,5 +92,61 @@ def topk_std_attention(
         raise TypeError(f"second_softmax must be a bool, got {type(second_softmax).__name__}")
     scale = q.shape[-1] ** -0.5 if scale is None else check.real("scale", scale)
     device = check.same_device(q=q, k=k, v=v)
-    resolve_backend("topk_std_attention", device, backend, IMPLEMENTED)
-    return reference.topk_std_attention(q, k, v, keep, exclude_first, scale, second_softmax)
+    name = resolve_backend("topk_std_attention", device, backend, IMPLEMENTED)
+    if name == "reference":
+        return reference.topk_std_attention(q, k, v, keep, exclude_first, scale, second_softmax)
+    out, index, _ = _topk_std_attention(q, k, v, keep, exclude_first, scale, second_softmax, name)
+    return out, index
+
+
+# ---- torch.library registration of the compiled kernels ---------------------------------
+# The forward also returns the kept rows' log-sum-exp [B, H, keep (+1)]: the backward
+# recomputes those rows from it (and the saved index) instead of storing the attention.
+
+
+@torch.library.custom_op("fastlocal::topk_std_attention", mutates_args=())
+def _topk_std_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: int, exclude_first: bool, scale: float,
+    second_softmax: bool, backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return kernels(backend, "topk_std").topk_std_attention_forward(q, k, v, keep, exclude_first, scale, second_softmax)
+
+
+@_topk_std_attention.register_fake
+def _(q, k, v, keep, exclude_first, scale, second_softmax, backend):
+    B, H = q.shape[:2]
+    rows = keep + int(exclude_first)
+    lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    return (q.new_empty((B, H, rows, v.shape[-1])), q.new_empty((B, H, keep), dtype=torch.int64),
+            q.new_empty((B, H, rows), dtype=lse_dtype))
+
+
+@torch.library.custom_op("fastlocal::topk_std_attention_backward", mutates_args=())
+def _topk_std_attention_backward(
+    grad: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor, lse: torch.Tensor,
+    exclude_first: bool, scale: float, second_softmax: bool, backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return kernels(backend, "topk_std").topk_std_attention_backward(
+        grad, q, k, v, index, lse, exclude_first, scale, second_softmax
+    )
+
+
+@_topk_std_attention_backward.register_fake
+def _(grad, q, k, v, index, lse, exclude_first, scale, second_softmax, backend):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup(ctx, inputs, output):
+    q, k, v, _keep, exclude_first, scale, second_softmax, backend = inputs
+    _, index, lse = output
+    ctx.save_for_backward(q, k, v, index, lse)
+    ctx.args = (exclude_first, scale, second_softmax, backend)
+
+
+def _grad(ctx, grad_out, _grad_index, _grad_lse):
+    q, k, v, index, lse = ctx.saved_tensors
+    dq, dk, dv = _topk_std_attention_backward(grad_out, q, k, v, index, lse, *ctx.args)
+    return dq, dk, dv, None, None, None, None, None
+
+
+_topk_std_attention.register_autograd(_grad, setup_context=_setup)

@@ -5,19 +5,88 @@ semantics / topK-std pooling (VidTr)") and the released VidTr code: row score = 
 std over keys (statistics formula), the ``keep`` highest kept (ties: lower index) in
 ascending order, the class row (row 0) unranked and kept first with ``exclude_first``,
 and ``second_softmax`` = softmax along keys of ``cat([cls_row, pooled_rows])``.
+
+``topk_std_pool`` runs on its backends (``POOL_BACKENDS``). ``topk_std_attention`` runs on
+every backend (``BACKENDS``: ``IMPLEMENTED`` plus triton and cuda): the brute-force tests
+run each one, and a hypothesis sweep checks the compiled ones (``OTHERS``) against the
+reference semantics, forward and backward. A backend that is not built or not usable here
+is skipped with the reason ``fastlocal.available_backends()`` gives; GPU backends are
+marked ``gpu`` and take CUDA tensors (CPU tensors for triton under TRITON_INTERPRET=1).
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastlocal
+from fastlocal._dispatch import triton_interpreted
+from fastlocal.reference import topk_std as reference
 
-BACKENDS = ("reference",)  # the only backend implemented for these ops so far
+TOPK = importlib.import_module("fastlocal.topk_std")
 F64 = {"rtol": 1e-12, "atol": 1e-14}
+REF = "reference"
+GPU_BACKENDS = ("triton", "cuda")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Single-threaded: every problem here is tiny and the runner's 2 cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _unusable(name: str) -> str:
+    """Why ``name`` cannot run topk_std_attention in this process ("" when it can)."""
+    status = fastlocal.available_backends()[name]
+    if status != "available":
+        return f"backend {name!r} unavailable: {status}"
+    if name not in TOPK.IMPLEMENTED:
+        return f"backend {name!r} has no topk_std_attention kernel (IMPLEMENTED = {TOPK.IMPLEMENTED})"
+    return ""
+
+
+def _backend_param(name: str):
+    marks = [pytest.mark.gpu] if name in GPU_BACKENDS else []
+    reason = _unusable(name)
+    if reason:
+        marks.append(pytest.mark.skip(reason=reason))
+    return pytest.param(name, marks=marks, id=name)
+
+
+_NAMES = tuple(dict.fromkeys((*TOPK.IMPLEMENTED, *GPU_BACKENDS)))
+BACKENDS = [_backend_param(name) for name in _NAMES]
+OTHERS = [_backend_param(name) for name in _NAMES if name != REF]
+POOL_BACKENDS = TOPK.POOL_IMPLEMENTED
+
+
+def device_of(backend: str) -> torch.device:
+    """CUDA for cuda / triton (CPU only under Triton's interpreter), else CPU."""
+    if backend == "cuda" or (backend == "triton" and not triton_interpreted()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def on(backend: str, *tensors, grad: bool = False) -> list[torch.Tensor]:
+    """Fresh leaves on the backend's device (keeping the strides of non-contiguous views)."""
+    dev = device_of(backend)
+    moved = []
+    for t in tensors:
+        copy = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=dev)
+        copy.copy_(t.detach())
+        moved.append(copy.requires_grad_(grad))
+    return moved
+
+
+# The interpreter runs Triton kernels in Python: keep its problems (and example counts) small.
+INTERPRETED = {"triton"} if triton_interpreted() else set()
 
 
 def brute_std(row: list[float]) -> float:
@@ -98,7 +167,7 @@ def random_attn(shape, seed: int, dtype=torch.float64) -> torch.Tensor:
 SHAPES = [(5, 4), (2, 7, 6), (2, 3, 9, 5), (1, 2, 2, 6, 13), (3, 4, 1)]  # N=1: every std is 0
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", POOL_BACKENDS)
 @pytest.mark.parametrize("second_softmax", [False, True])
 @pytest.mark.parametrize("exclude_first", [True, False])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
@@ -117,7 +186,7 @@ def test_pool_matches_brute_force(backend, shape, exclude_first, second_softmax)
             assert torch.equal(pooled, attn)  # every row kept, in order
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", POOL_BACKENDS)
 def test_pool_hand_case(backend):
     # Row stds (N=3): row 0 (cls) [1, 0, 0] is the most peaked but never ranked;
     # row 1 uniform -> 0; row 2 [0.5, 0.5, 0] -> sqrt(1/12); row 3 [0.8, 0.1, 0.1] ->
@@ -141,7 +210,7 @@ def test_pool_hand_case(backend):
     torch.testing.assert_close(pooled, want, **F64)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", POOL_BACKENDS)
 @pytest.mark.parametrize("exclude_first", [True, False])
 def test_exact_ties_prefer_lower_index(backend, exclude_first):
     g = torch.Generator().manual_seed(11)
@@ -171,15 +240,16 @@ def test_attention_matches_brute_force(backend, exclude_first, second_softmax):
         for keep in sorted({1, max_keep}):
             for scale in (None, 0.7):
                 out, index = fastlocal.topk_std_attention(
-                    q, k, v, keep, exclude_first=exclude_first, scale=scale, second_softmax=second_softmax,
-                    backend=backend)
+                    *on(backend, q, k, v), keep, exclude_first=exclude_first, scale=scale,
+                    second_softmax=second_softmax, backend=backend)
                 want_out, want_index = brute_topk_std_attention(
                     q, k, v, keep, exclude_first, scale, second_softmax)
-                assert torch.equal(index, want_index)
-                torch.testing.assert_close(out, want_out, **F64)
+                assert index.dtype == torch.int64
+                assert torch.equal(index.cpu(), want_index)
+                torch.testing.assert_close(out.cpu(), want_out, **F64)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", POOL_BACKENDS)
 @pytest.mark.parametrize("second_softmax", [False, True])
 @pytest.mark.parametrize("exclude_first", [True, False])
 def test_pool_gradcheck(backend, exclude_first, second_softmax):
@@ -194,14 +264,16 @@ def test_pool_gradcheck(backend, exclude_first, second_softmax):
 @pytest.mark.parametrize("exclude_first", [True, False])
 def test_attention_gradcheck(backend, exclude_first, second_softmax):
     q, k, v = well_separated_qkv(1, 2, 5, 3, 2, seed=14, keep=2, exclude_first=exclude_first)
-    inputs = tuple(t.clone().requires_grad_() for t in (q, k, v))
+    inputs = on(backend, q, k, v, grad=True)
+    # Interpreted Triton takes ~0.2 s a call: fast mode checks one random direction instead
+    # of every input element (a handful of calls instead of ~200).
     assert torch.autograd.gradcheck(
         lambda q, k, v: fastlocal.topk_std_attention(
             q, k, v, 2, exclude_first=exclude_first, second_softmax=second_softmax, backend=backend)[0],
-        inputs)
+        inputs, fast_mode=backend in INTERPRETED)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", POOL_BACKENDS)
 @pytest.mark.parametrize("second_softmax", [False, True])
 @pytest.mark.parametrize("exclude_first", [True, False])
 def test_no_gradient_into_unselected_rows(backend, exclude_first, second_softmax):
@@ -255,7 +327,7 @@ LOW_PRECISION = {
 }
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", POOL_BACKENDS)
 @pytest.mark.parametrize("second_softmax", [False, True])
 @pytest.mark.parametrize("dtype", list(LOW_PRECISION), ids=str)
 def test_pool_low_precision(backend, dtype, second_softmax):
@@ -283,19 +355,258 @@ def test_pool_low_precision(backend, dtype, second_softmax):
 def test_attention_low_precision(backend, dtype, second_softmax):
     q, k, v = well_separated_qkv(2, 2, 9, 8, 5, seed=17, keep=4, exclude_first=True)
     q, k, v = (t.to(dtype) for t in (q, k, v))
-    out, index = fastlocal.topk_std_attention(q, k, v, 4, second_softmax=second_softmax, backend=backend)
+    out, index = fastlocal.topk_std_attention(*on(backend, q, k, v), 4, second_softmax=second_softmax,
+                                              backend=backend)
     want_out, want_index = brute_topk_std_attention(q, k, v, 4, True, None, second_softmax)
     assert out.dtype == dtype
-    assert torch.equal(index, want_index)
-    torch.testing.assert_close(out.double(), want_out, **LOW_PRECISION[dtype])
+    assert torch.equal(index.cpu(), want_index)
+    torch.testing.assert_close(out.cpu().double(), want_out, **LOW_PRECISION[dtype])
     # Gradients flow in low precision too and match float64 up to the same rounding.
-    low_inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+    low_inputs = on(backend, q, k, v, grad=True)
     high_inputs = [t.double().requires_grad_() for t in (q, k, v)]
-    for inputs in (low_inputs, high_inputs):
-        out = fastlocal.topk_std_attention(*inputs, 4, second_softmax=second_softmax, backend=backend)[0]
+    for inputs, name in ((low_inputs, backend), (high_inputs, REF)):
+        out = fastlocal.topk_std_attention(*inputs, 4, second_softmax=second_softmax, backend=name)[0]
         out.sum().backward()
     for low, high in zip(low_inputs, high_inputs, strict=True):
         assert low.grad.dtype == dtype
         # Also computed in float32 and rounded once (rtol as above); atol covers float32
         # cancellation in sums of O(T * Dv) terms of size O(1) (gradients here are up to ~4).
-        torch.testing.assert_close(low.grad.double(), high.grad, rtol=LOW_PRECISION[dtype]["rtol"], atol=1e-4)
+        torch.testing.assert_close(low.grad.cpu().double(), high.grad, rtol=LOW_PRECISION[dtype]["rtol"],
+                                   atol=1e-4)
+
+
+# --------------------------------------------------------------------------- fused kernels vs the reference
+
+
+def fixed_selection_attention(q, k, v, index, exclude_first, scale, second_softmax):
+    """``topk_std_attention``'s output for a *given* selection (float64, differentiable).
+
+    The sweep compares every backend with this at the backend's own ``index``, after
+    checking that index against the reference's row stds: a near-tie that float32
+    resolves differently from float64 is then no failure, a wrong selection still is.
+    """
+    attn = torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1)
+    rows = torch.cat([torch.zeros_like(index[..., :1]), index], -1) if exclude_first else index
+    pooled = attn.gather(-2, rows[..., None].expand(*rows.shape, attn.shape[-1]))
+    if second_softmax:
+        pooled = torch.softmax(pooled, dim=-1)
+    return pooled @ v
+
+
+def with_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """The same values as a non-contiguous view: [B, T, H, D] memory, or every other element of D."""
+    if layout == "transposed":
+        return t.transpose(1, 2).contiguous().transpose(1, 2)
+    if layout == "strided":
+        wide = torch.zeros(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype)
+        wide[..., ::2] = t
+        return wide[..., ::2]
+    return t
+
+
+# Kernels compute in float32 (float64 for float64) from the inputs as stored and round the
+# result once to the storage dtype: rtol = twice that rounding (2^-11 float16, 2^-8 bfloat16,
+# 2^-24 float32; 1e-10 leaves float64 room for exp/log differences). atol bounds the float32
+# arithmetic: each entry is a sum of up to T = 40 products, so it loses ~T * 2^-24 of the
+# size of those products (`magnitude`: max|v| for out, max|dout| for dv, and through the
+# softmax backward scale * max|k or q| * max|dout| * max|v| * Dv for dq and dk, where the
+# sums cancel down to much smaller gradients). 1e-5 covers 40 * 2^-24 and the float32 exp
+# (relative error < 2e-7); float64 1e-12.
+SWEEP_TOL = {
+    torch.float64: (1e-10, 1e-12),
+    torch.float32: (2 * 2**-24, 1e-5),
+    torch.float16: (2 * 2**-11, 1e-5),
+    torch.bfloat16: (2 * 2**-8, 1e-5),
+}
+
+
+def assert_close_scaled(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, magnitude: float, what: str):
+    rtol, atol = SWEEP_TOL[dtype]
+    torch.testing.assert_close(got.cpu().double(), want, rtol=rtol, atol=atol * max(magnitude, 1e-3), msg=what)
+
+
+def check_selection(index: torch.Tensor, stds: torch.Tensor, q: torch.Tensor, keep: int, first: int, tol: float):
+    """``index`` is a top-``keep`` selection of ``stds`` up to ``tol``, ascending, and exact copies
+    of a q row (equal attention rows, equal stds) are kept lowest index first."""
+    T = q.shape[2]
+    for (b, h), idx in zip(((b, h) for b in range(q.shape[0]) for h in range(q.shape[1])),
+                           index.reshape(-1, keep).tolist(), strict=True):
+        assert idx == sorted(set(idx)) and all(first <= i < T for i in idx), idx
+        kept, rest = set(idx), [i for i in range(first, T) if i not in idx]
+        s = stds[b, h]
+        if rest:
+            assert min(s[i] for i in kept) >= max(s[i] for i in rest) - tol, (idx, s.tolist())
+        rows = q[b, h]
+        for i in rest:  # a dropped row has no identical twin of higher index kept
+            twins = [j for j in range(i + 1, T) if torch.equal(rows[j], rows[i])]
+            assert not kept.intersection(twins), (i, twins, idx)
+
+
+def sweep_case(backend, data, max_problems):
+    """One drawn case: forward and backward of ``backend`` against the reference semantics."""
+    B = data.draw(st.integers(1, max_problems), label="B")
+    H = data.draw(st.integers(1, max(1, max_problems // B)), label="H")
+    exclude_first = data.draw(st.booleans(), label="exclude_first")
+    T = data.draw(st.integers(1 + exclude_first, 40), label="T")
+    keep = data.draw(st.integers(1, T - exclude_first), label="keep")
+    D = data.draw(st.integers(1, 16), label="D")
+    Dv = data.draw(st.integers(1, 16), label="Dv")
+    second_softmax = data.draw(st.booleans(), label="second_softmax")
+    dtype = data.draw(st.sampled_from(list(SWEEP_TOL)), label="dtype")
+    layout = data.draw(st.sampled_from(["contiguous", "transposed", "strided"]), label="layout")
+    scale = data.draw(st.one_of(st.none(), st.floats(0.1, 3.0)), label="scale")
+    copies = data.draw(st.lists(st.tuples(st.integers(0, T - 1), st.integers(0, T - 1)), max_size=6), label="copies")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+
+    g = torch.Generator().manual_seed(seed)
+    # Row-dependent temperatures spread the stds from flat to peaked rows.
+    temps = torch.rand(B, H, T, 1, generator=g, dtype=torch.float64) * 3
+    q = torch.randn(B, H, T, D, generator=g, dtype=torch.float64) * temps
+    for src, dst in copies:  # exact copies: tied stds, the lower index must win
+        q[:, :, dst] = q[:, :, src]
+    k = torch.randn(B, H, T, D, generator=g, dtype=torch.float64)
+    v = torch.randn(B, H, T, Dv, generator=g, dtype=torch.float64)
+    rows = keep + exclude_first
+    grad = torch.randn(B, H, rows, Dv, generator=g, dtype=torch.float64)
+    q, k, v, grad = (with_layout(t.to(dtype), layout) for t in (q, k, v, grad))
+
+    qd, kd, vd = on(backend, q, k, v, grad=True)
+    out, index = fastlocal.topk_std_attention(qd, kd, vd, keep, exclude_first=exclude_first, scale=scale,
+                                              second_softmax=second_softmax, backend=backend)
+    assert out.dtype == dtype and out.shape == (B, H, rows, Dv)
+    assert index.dtype == torch.int64 and index.shape == (B, H, keep)
+    out.backward(on(backend, grad)[0])
+    index = index.cpu()
+
+    # The selection, against the reference's row stds of the same (rounded) inputs in float64.
+    q64, k64, v64 = (t.double().requires_grad_() for t in (q, k, v))
+    scale64 = D**-0.5 if scale is None else scale
+    attn = torch.softmax(q64.detach() @ k64.detach().transpose(-1, -2) * scale64, dim=-1)
+    stds = reference.row_scores(attn)
+    tol = (1e-10 if dtype == torch.float64 else 1e-5) * float(stds.max()) + 1e-12
+    check_selection(index, stds, q.double(), keep, int(exclude_first), tol)
+    want_out, want_index = reference.topk_std_attention(q64.detach(), k64.detach(), v64.detach(), keep,
+                                                        exclude_first, scale64, second_softmax)
+    ranked = stds[..., int(exclude_first):].sort(dim=-1, descending=True).values
+    separated = keep == ranked.shape[-1] or bool((ranked[..., keep - 1] - ranked[..., keep] > 10 * tol).all())
+    big = {name: float(t.abs().max()) for name, t in (("q", q), ("k", k), ("v", v), ("g", grad))}
+    through_softmax = scale64 * big["g"] * big["v"] * Dv
+    magnitude = {"out": big["v"], "dv": big["g"], "dq": through_softmax * big["k"], "dk": through_softmax * big["q"]}
+    if separated:  # no near-tie at the boundary: exactly the reference's rows
+        assert torch.equal(index, want_index)
+        assert_close_scaled(out.detach(), want_out, dtype, magnitude["out"], "out vs reference")
+
+    # Output and gradients at the backend's selection.
+    want = fixed_selection_attention(q64, k64, v64, index, exclude_first, scale64, second_softmax)
+    want.backward(grad.double())
+    assert_close_scaled(out.detach(), want.detach(), dtype, magnitude["out"], "out")
+    for name, got, leaf in (("dq", qd, q64), ("dk", kd, k64), ("dv", vd, v64)):
+        assert got.grad.dtype == dtype and got.grad.shape == got.shape
+        assert_close_scaled(got.grad, leaf.grad, dtype, magnitude[name], name)
+    kept = torch.zeros(B, H, T, dtype=torch.bool).scatter_(-1, index, True)
+    kept[..., 0] |= exclude_first
+    assert torch.equal(qd.grad.cpu()[~kept], torch.zeros_like(qd.grad.cpu()[~kept]))  # no gradient: exactly 0
+
+
+SWEEP_EXAMPLES = 12 if INTERPRETED else 60
+
+
+@pytest.mark.parametrize("backend", OTHERS)
+@settings(max_examples=SWEEP_EXAMPLES, deadline=None)
+@given(data=st.data())
+def test_sweep_against_reference(backend, data):
+    sweep_case(backend, data, max_problems=2 if backend in INTERPRETED else 6)
+
+
+def spread_qkv(B, H, T, D, Dv, *, seed, twins):
+    """q rows = one direction x distinct temperatures (stds far apart), then row j := row i for
+    (i, j) in ``twins``: exactly tied attention rows."""
+    g = torch.Generator().manual_seed(seed)
+    temps = torch.linspace(0.2, 4.0, T, dtype=torch.float64)[torch.randperm(T, generator=g)]
+    q = torch.randn(B, H, 1, D, generator=g, dtype=torch.float64) * temps[:, None]
+    for i, j in twins:
+        q[:, :, j] = q[:, :, i]
+    k = torch.randn(B, H, T, D, generator=g, dtype=torch.float64)
+    v = torch.randn(B, H, T, Dv, generator=g, dtype=torch.float64)
+    return q, k, v
+
+
+# Not the reference: its q k^T is a BLAS matmul, which may round two equal q rows differently
+# depending on where they fall in its tiles, so their stds need not tie exactly. The fused
+# kernels compute every score with the same sequential sum; the reference's tie rule itself
+# is tested on given matrices (test_exact_ties_prefer_lower_index).
+@pytest.mark.parametrize("backend", OTHERS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("exclude_first", [True, False])
+def test_attention_ties_prefer_lower_index(backend, exclude_first, dtype):
+    # Rows 0..8 as temperatures t0 t1 t1 t2 t1 t2 t3 t3 t4: three groups of exact twins.
+    q, k, v = spread_qkv(2, 2, 9, 13, 4, seed=21, twins=[(1, 2), (1, 4), (3, 5), (6, 7)])
+    q, k, v = (t.to(dtype) for t in (q, k, v))
+    first = int(exclude_first)
+    for keep in range(1, 9 - first + 1):
+        _, index = fastlocal.topk_std_attention(*on(backend, q, k, v), keep, exclude_first=exclude_first,
+                                                backend=backend)
+        # The loop oracle: twin rows get bitwise-equal stds (a BLAS matmul may round rows
+        # differently depending on where they fall in its tiles).
+        _, want = brute_topk_std_attention(q, k, v, keep, exclude_first, None, False)
+        assert torch.equal(index.cpu(), want)
+    # q = 0: every row uniform, every std exactly 0: the first rows win.
+    _, index = fastlocal.topk_std_attention(*on(backend, torch.zeros_like(q), k, v), 3, exclude_first=exclude_first,
+                                            backend=backend)
+    assert index.cpu().tolist() == [[[first, first + 1, first + 2]] * 2] * 2
+
+
+# --------------------------------------------------------------------------- cpu kernel specifics
+
+
+CPU = [p for p in BACKENDS if p.values[0] == "cpu"]
+
+
+@pytest.mark.parametrize("backend", CPU)
+def test_custom_op_registration(backend):
+    """Fake (meta) kernel, autograd formula and schema of the registered ops agree with the kernel."""
+    q, k, v = spread_qkv(2, 3, 7, 8, 5, seed=22, twins=[])
+    args = (q.float().requires_grad_(), k.float().requires_grad_(), v.float().requires_grad_(), 3, True, 0.3, True,
+            backend)
+    torch.library.opcheck(TOPK._topk_std_attention, args)
+
+
+@pytest.mark.parametrize("backend", CPU)
+def test_cpu_instruction_sets_and_threads_agree(backend, monkeypatch):
+    """The portable build matches the AVX2 one, and results do not depend on the thread count."""
+    g = torch.Generator().manual_seed(23)
+    q, k, v = (torch.randn(5, 4, 33, 24, generator=g) for _ in range(3))
+    grad = torch.randn(5, 4, 17, 24, generator=g)
+
+    def run():
+        inputs = [t.clone().requires_grad_() for t in (q, k, v)]
+        out, index = fastlocal.topk_std_attention(*inputs, 16, second_softmax=True, backend=backend)
+        out.backward(grad)
+        return out, index, *(t.grad for t in inputs)
+
+    torch.set_num_threads(2)
+    try:
+        two = run()
+    finally:
+        torch.set_num_threads(1)
+    one = run()
+    for a, b in zip(one, two, strict=True):
+        assert torch.equal(a, b)  # every problem is computed by one thread, in a fixed order
+    monkeypatch.setenv("FASTLOCAL_CPU_ISA", "baseline")
+    base = run()
+    assert torch.equal(base[1], one[1])
+    for a, b in zip(base[:1] + base[2:], one[:1] + one[2:], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # FMA contraction differs
+
+
+@pytest.mark.parametrize("backend", CPU)
+def test_backward_kernel_rejects_bad_index(backend):
+    """The backward gathers q rows by the saved index: a direct call with a bad one raises."""
+    module = fastlocal._dispatch.kernels(backend, "topk_std")
+    q, k, v = (torch.randn(1, 2, 6, 4) for _ in range(3))
+    out, index, lse = module.topk_std_attention_forward(q, k, v, 2, True, 0.5, False)
+    for bad in (0, 6, -1):  # 0 is the unranked class row
+        broken = index.clone()
+        broken[0, 1, 0] = bad
+        with pytest.raises(ValueError, match="index values must be in"):
+            module.topk_std_attention_backward(torch.ones_like(out), q, k, v, broken, lse, True, 0.5, False)

@@ -12,4 +12,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("local_attention_backward", &fastlocal::cpu::local_attention_backward);
   m.def("local_attention_probs_forward", &fastlocal::cpu::local_attention_probs_forward);
   m.def("local_attention_probs_backward", &fastlocal::cpu::local_attention_probs_backward);
+  m.def("topk_std_attention_forward", &fastlocal::cpu::topk_std_attention_forward);
+  m.def("topk_std_attention_backward", &fastlocal::cpu::topk_std_attention_backward);
 }

@@ -58,6 +58,13 @@ at::Tensor roi_align_1d_forward(const at::Tensor& input, const at::Tensor& rois,
 at::Tensor roi_align_1d_backward(const at::Tensor& grad, const at::Tensor& rois, int64_t batch,
                                  int64_t length, int64_t sampling_ratio, bool aligned);
 at::Tensor nms_1d(const at::Tensor& segments, const at::Tensor& scores, double iou_threshold);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_forward(const at::Tensor& q, const at::Tensor& k,
+                                                                          const at::Tensor& v, int64_t keep,
+                                                                          bool exclude_first, double scale,
+                                                                          bool second_softmax);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_backward(
+    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& index,
+    const at::Tensor& lse, bool exclude_first, double scale, bool second_softmax);
 
 std::tuple<at::Tensor, at::Tensor> local_attention_forward(const at::Tensor& q, const at::Tensor& k,
                                                            const at::Tensor& v, const c10::optional<at::Tensor>& rpb,

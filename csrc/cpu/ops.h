@@ -42,4 +42,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> local_attention_probs_backward(
     const c10::optional<at::Tensor>& rpb, const c10::optional<at::Tensor>& key_padding_mask, int64_t left,
     int64_t right, bool shift, double scale);
 
+// VidTr topK-std pooled attention (fastlocal/reference/topk_std.py). q, k [B, H, T, D],
+// v [B, H, T, Dv], any strides -> (out [B, H, R, Dv], index [B, H, keep] int64 ascending,
+// lse [B, H, R] float32/float64 of the kept rows), R = keep + exclude_first.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_forward(const at::Tensor& q, const at::Tensor& k,
+                                                                          const at::Tensor& v, int64_t keep,
+                                                                          bool exclude_first, double scale,
+                                                                          bool second_softmax);
+// grad [B, H, R, Dv] -> (dq, dk, dv); keep = index.size(2). Deterministic.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_backward(
+    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& index,
+    const at::Tensor& lse, bool exclude_first, double scale, bool second_softmax);
+
 }  // namespace fastlocal::cpu

@@ -1,0 +1,538 @@
+// VidTr's topK-std pooled temporal attention on CPU (fastlocal/reference/topk_std.py).
+//
+// One task = one (batch, head) problem: a tiny [T, T] attention (T = 9..33 in VidTr).
+// Everything of size T x T lives in the thread's scratch, never in a tensor:
+//   forward:  scores S = (scale q) k^T, row softmax, the unbiased std of every row, the
+//             top-`keep` selection (ties: lower index; kept rows ascending; with
+//             exclude_first row 0 unranked and kept first), optional second softmax of the
+//             kept rows, and out = A[kept] @ v. Saves the kept rows' log-sum-exp.
+//   backward: recomputes the kept rows from that log-sum-exp and writes dq (non-zero on
+//             kept rows only), dk and dv. Nothing flows through the selection.
+// Inputs are read through their strides and converted to the accumulation type (float,
+// double for float64) while being copied into scratch, so non-contiguous and half
+// precision inputs cost no extra tensor. Each problem owns its output slices: no atomics,
+// results do not depend on the thread count.
+//
+// Every product is `rows_times`: out[a][:] = sum_b w[a][b] * x[b][:], vectorised over the
+// columns of x. So each output element is one sequential sum over b whatever the tiling,
+// and bitwise-equal attention rows get bitwise-equal stds (the tie rule relies on it).
+// The kernels are compiled twice, for AVX2 + FMA and for baseline x86-64, and chosen at
+// run time (FASTLOCAL_CPU_ISA=baseline forces the portable build).
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "ops.h"
+
+// 32-byte vectors pass between inlined internal functions only: no ABI to keep.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace fastlocal::cpu {
+namespace {
+
+// ---- vectors (GCC vector extensions, 32 bytes) ---------------------------------------------
+
+template <typename T>
+struct Simd;
+template <>
+struct Simd<float> {
+  typedef float V __attribute__((vector_size(32)));
+  typedef int32_t E;
+  typedef E I __attribute__((vector_size(32)));
+  static constexpr int64_t n = 8;
+};
+template <>
+struct Simd<double> {
+  typedef double V __attribute__((vector_size(32)));
+  typedef int64_t E;
+  typedef E I __attribute__((vector_size(32)));
+  static constexpr int64_t n = 4;
+};
+template <typename T>
+using vec = typename Simd<T>::V;
+template <typename T>
+constexpr int64_t kLanes = Simd<T>::n;
+
+template <typename T>
+inline vec<T> vload(const T* p) {
+  vec<T> v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+template <typename T>
+inline void vstore(T* p, vec<T> v) { std::memcpy(p, &v, sizeof(v)); }
+
+inline int64_t ceil_to(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// Lanes l with base + l < n keep v, the others become 0.
+template <typename T>
+inline vec<T> first_lanes(vec<T> v, int64_t base, int64_t n) {
+  using I = typename Simd<T>::I;
+  I lane{};
+  for (int l = 0; l < kLanes<T>; ++l) lane[l] = l;
+  const int64_t inside = std::min<int64_t>(n - base, kLanes<T>);
+  return lane < (I{} + static_cast<typename Simd<T>::E>(inside)) ? v : vec<T>{};
+}
+
+template <typename T>
+inline T lane_sum(vec<T> v) {
+  T s = 0;
+  for (int l = 0; l < kLanes<T>; ++l) s += v[l];
+  return s;
+}
+
+// e^x for 8 floats: x = k ln2 + r with k = floor(x / ln2 + 1/2) and a two-part (Cody-Waite)
+// ln2, e^r by its degree-6 Taylor polynomial on |r| <= ln2 / 2 (relative error < 2e-7),
+// 2^k built in the exponent bits. x is clamped to [-87, 88] (e^-87 ~ 1.6e-38 is still a
+// normal float, so an underflowing probability comes out ~1e-38 / sum); NaN stays NaN.
+inline vec<float> vexp(vec<float> x) {
+  using V = vec<float>;
+  using I = Simd<float>::I;
+  x = x > V{} + 88.0f ? V{} + 88.0f : x;
+  x = x < V{} - 87.0f ? V{} - 87.0f : x;
+  const V t = x * 1.4426950408889634f + 0.5f;
+  V k = __builtin_convertvector(__builtin_convertvector(t, I), V);  // truncation ...
+  k = k > t ? k - 1.0f : k;                                         // ... made a floor
+  const V r = (x - k * 0.693359375f) + k * 2.12194440e-4f;          // ln2 = 0.693359375 - 2.12194440e-4
+  V p = V{} + (1.0f / 720);
+  p = p * r + (1.0f / 120);
+  p = p * r + (1.0f / 24);
+  p = p * r + (1.0f / 6);
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const I bits = (__builtin_convertvector(k, I) + 127) << 23;
+  V two_k;
+  std::memcpy(&two_k, &bits, sizeof(two_k));
+  return p * two_k;
+}
+
+// float64 is the gradcheck path: libm's exp, exactness over speed.
+inline vec<double> vexp(vec<double> x) {
+  for (int l = 0; l < kLanes<double>; ++l) x[l] = std::exp(x[l]);
+  return x;
+}
+
+// ---- the one product ------------------------------------------------------------------------
+
+// out[r][c] = sum_{b < nb} w[r * ldw + b] * x[b * ldx + c] for r < R, over NV vectors of c.
+template <typename T, int R, int NV>
+inline void rows_times_block(const T* w, int64_t ldw, int64_t nb, const T* x, int64_t ldx, T* out, int64_t ldo) {
+  vec<T> acc[R][NV] = {};
+  for (int64_t b = 0; b < nb; ++b) {
+    vec<T> xv[NV];
+    for (int c = 0; c < NV; ++c) xv[c] = vload(x + b * ldx + c * kLanes<T>);
+    for (int r = 0; r < R; ++r) {
+      const T s = w[r * ldw + b];
+      for (int c = 0; c < NV; ++c) acc[r][c] += s * xv[c];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < NV; ++c) vstore(out + r * ldo + c * kLanes<T>, acc[r][c]);
+}
+
+template <typename T, int R>
+inline void rows_times_tile(const T* w, int64_t ldw, int64_t nb, const T* x, int64_t ldx, int64_t m, T* out,
+                            int64_t ldo) {
+  int64_t c = 0;
+  for (; c + 2 * kLanes<T> <= m; c += 2 * kLanes<T>)
+    rows_times_block<T, R, 2>(w, ldw, nb, x + c, ldx, out + c, ldo);
+  for (; c < m; c += kLanes<T>) rows_times_block<T, R, 1>(w, ldw, nb, x + c, ldx, out + c, ldo);
+}
+
+// out[a][0:m] = sum_{b < nb} w[a * ldw + b] * x[b * ldx + 0:m] for a < na. Columns go in
+// whole vectors: x and out must hold ceil_to(m, kLanes) columns (x's extra columns only
+// reach out's extra columns). Row tiles of 4 x 2 vectors: 8 accumulators, each x vector
+// loaded once per tile.
+template <typename T>
+void rows_times(const T* w, int64_t ldw, int64_t na, int64_t nb, const T* x, int64_t ldx, int64_t m, T* out,
+                int64_t ldo) {
+  int64_t a = 0;
+  for (; a + 4 <= na; a += 4) rows_times_tile<T, 4>(w + a * ldw, ldw, nb, x, ldx, m, out + a * ldo, ldo);
+  switch (na - a) {
+    case 3: rows_times_tile<T, 3>(w + a * ldw, ldw, nb, x, ldx, m, out + a * ldo, ldo); break;
+    case 2: rows_times_tile<T, 2>(w + a * ldw, ldw, nb, x, ldx, m, out + a * ldo, ldo); break;
+    case 1: rows_times_tile<T, 1>(w + a * ldw, ldw, nb, x, ldx, m, out + a * ldo, ldo); break;
+    default: break;
+  }
+}
+
+// ---- row softmax pieces (columns j < n of a row padded to np) ----------------------------------
+
+template <typename T>
+inline T row_max(const T* row, int64_t n) {
+  T m = row[0];
+  for (int64_t j = 1; j < n; ++j) m = row[j] > m ? row[j] : m;
+  return m;
+}
+
+// row[j] = exp(row[j] - shift) for j < n, 0 on the padding; returns the sum.
+template <typename T>
+inline T exp_shifted(T* row, int64_t n, int64_t np, T shift) {
+  vec<T> sum{};
+  for (int64_t j = 0; j < np; j += kLanes<T>) {
+    const vec<T> e = first_lanes<T>(vexp(vload(row + j) - shift), j, n);
+    vstore(row + j, e);
+    sum += e;
+  }
+  return lane_sum<T>(sum);
+}
+
+template <typename T>
+inline void scale_row(T* row, int64_t np, T factor) {
+  for (int64_t j = 0; j < np; j += kLanes<T>) vstore(row + j, vload(row + j) * factor);
+}
+
+// Unbiased std of row[0:n] (0 when n < 2); the padding holds zeros.
+template <typename T>
+inline T row_std(const T* row, int64_t n, int64_t np, T sum) {
+  if (n < 2) return T(0);
+  const T mean = sum / T(n);
+  vec<T> sq{};
+  for (int64_t j = 0; j < np; j += kLanes<T>) {
+    const vec<T> d = first_lanes<T>(vload(row + j) - mean, j, n);
+    sq += d * d;
+  }
+  return std::sqrt(lane_sum<T>(sq) / T(n - 1));
+}
+
+// ---- problem description ------------------------------------------------------------------------
+
+// A [B, H, T, C] input read through its strides (in elements).
+template <typename S>
+struct Strided {
+  const S* data;
+  int64_t sb, sh, st, sc;
+};
+
+template <typename S>
+Strided<S> strided(const at::Tensor& t) {
+  return {t.const_data_ptr<S>(), t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+}
+
+// Row t of problem (b, h), columns [0, cols), converted to T and times `mul`.
+template <typename S, typename T>
+inline void load_row(const Strided<S>& in, int64_t b, int64_t h, int64_t t, int64_t cols, T mul, T* dst) {
+  const S* src = in.data + b * in.sb + h * in.sh + t * in.st;
+  if (in.sc == 1) {
+    for (int64_t c = 0; c < cols; ++c) dst[c] = static_cast<T>(src[c]) * mul;
+  } else {
+    for (int64_t c = 0; c < cols; ++c) dst[c] = static_cast<T>(src[c * in.sc]) * mul;
+  }
+}
+
+// The same row stored as column t of a [cols, ld] matrix.
+template <typename S, typename T>
+inline void load_column(const Strided<S>& in, int64_t b, int64_t h, int64_t t, int64_t cols, T* dst, int64_t ld) {
+  const S* src = in.data + b * in.sb + h * in.sh + t * in.st;
+  for (int64_t c = 0; c < cols; ++c) dst[c * ld] = static_cast<T>(src[c * in.sc]);
+}
+
+template <typename S, typename T>
+inline void store_row(const T* src, int64_t cols, T mul, S* dst) {
+  for (int64_t c = 0; c < cols; ++c) dst[c] = static_cast<S>(src[c] * mul);
+}
+
+template <typename S, typename T>
+struct Problem {
+  Strided<S> q, k, v;
+  int64_t heads, n, d, dv, keep, first;  // n = T; first = 1 with exclude_first
+  bool second;
+  T scale;
+  // Padded widths: whole vectors per row.
+  int64_t np() const { return ceil_to(n, kLanes<T>); }
+  int64_t dp() const { return ceil_to(d, kLanes<T>); }
+  int64_t dvp() const { return ceil_to(dv, kLanes<T>); }
+  int64_t rows() const { return keep + first; }
+};
+
+// Row j ranks before row i: larger score, NaN above everything, ties to the lower index
+// (a strict total order, so exactly `keep` rows are kept whatever the scores).
+template <typename T>
+inline bool ranks_before(T sj, int64_t j, T si, int64_t i) {
+  const bool nj = std::isnan(sj), ni = std::isnan(si);
+  if (nj != ni) return nj;
+  if (!nj && sj != si) return sj > si;
+  return j < i;
+}
+
+// Kept rows into sel[0 : rows), ascending (row 0 first with exclude_first).
+template <typename S, typename T>
+inline void select_rows(const Problem<S, T>& p, const T* score, int64_t* sel) {
+  int64_t r = 0;
+  if (p.first) sel[r++] = 0;
+  for (int64_t i = p.first; i < p.n; ++i) {
+    int64_t rank = 0;
+    for (int64_t j = p.first; j < p.n && rank < p.keep; ++j) rank += ranks_before(score[j], j, score[i], i);
+    if (rank < p.keep) sel[r++] = i;
+  }
+}
+
+// Softmax of a row of probabilities in place (the second softmax); the padding stays 0.
+template <typename T>
+inline void softmax_row(T* row, int64_t n, int64_t np) {
+  const T sum = exp_shifted(row, n, np, row_max(row, n));
+  scale_row(row, np, T(1) / sum);
+}
+
+// ---- forward ------------------------------------------------------------------------------------
+
+template <typename S, typename T>
+struct Forward {
+  Problem<S, T> p;
+  S* out;        // [BH, rows, dv]
+  int64_t* index;  // [BH, keep]
+  T* lse;        // [BH, rows]
+
+  // Scratch layout (elements of T), shared by every problem of a thread.
+  int64_t q_at() const { return 0; }                                  // [n, d], scaled
+  int64_t kt_at() const { return q_at() + p.n * p.d; }                // [d, np], k transposed
+  int64_t v_at() const { return kt_at() + p.d * p.np(); }             // [n, dvp]
+  int64_t s_at() const { return v_at() + p.n * p.dvp(); }             // [n, np], exp(S - max)
+  int64_t w_at() const { return s_at() + p.n * p.np(); }              // [rows, np], kept rows
+  int64_t o_at() const { return w_at() + p.rows() * p.np(); }         // [rows, dvp]
+  int64_t stat_at() const { return o_at() + p.rows() * p.dvp(); }     // [3, n]: max, sum, score
+  int64_t scratch() const { return stat_at() + 3 * p.n; }
+
+  void run(int64_t bh, T* buf, int64_t* sel) const {
+    const int64_t b = bh / p.heads, h = bh % p.heads, n = p.n, np = p.np(), rows = p.rows();
+    T *q = buf + q_at(), *kt = buf + kt_at(), *v = buf + v_at(), *s = buf + s_at(), *w = buf + w_at();
+    T *o = buf + o_at(), *rmax = buf + stat_at(), *rsum = rmax + n, *score = rsum + n;
+    for (int64_t t = 0; t < n; ++t) {
+      load_row(p.q, b, h, t, p.d, p.scale, q + t * p.d);
+      load_column(p.k, b, h, t, p.d, kt + t, np);
+      load_row(p.v, b, h, t, p.dv, T(1), v + t * p.dvp());
+    }
+    rows_times(q, p.d, n, p.d, kt, np, n, s, np);  // S = (scale q) k^T
+    for (int64_t i = 0; i < n; ++i) {
+      T* row = s + i * np;
+      rmax[i] = row_max(row, n);
+      rsum[i] = exp_shifted(row, n, np, rmax[i]);
+      score[i] = row_std(row, n, np, rsum[i]) / rsum[i];  // std(A_i) = std(e_i) / sum(e_i)
+    }
+    select_rows(p, score, sel);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t i = sel[r];
+      T* wr = w + r * np;
+      std::memcpy(wr, s + i * np, np * sizeof(T));
+      scale_row(wr, np, T(1) / rsum[i]);
+      if (p.second) softmax_row(wr, n, np);
+      lse[bh * rows + r] = rmax[i] + std::log(rsum[i]);
+      if (r >= p.first) index[bh * p.keep + r - p.first] = i;
+    }
+    rows_times(w, np, rows, n, v, p.dvp(), p.dv, o, p.dvp());  // out = A[kept] v
+    for (int64_t r = 0; r < rows; ++r) store_row(o + r * p.dvp(), p.dv, T(1), out + (bh * rows + r) * p.dv);
+  }
+};
+
+// ---- backward -----------------------------------------------------------------------------------
+
+template <typename S, typename T>
+struct Backward {
+  Problem<S, T> p;
+  Strided<S> grad;       // [B, H, rows, dv]
+  const int64_t* index;  // [BH, keep]
+  const T* lse;          // [BH, rows]
+  S *dq, *dk, *dv;       // contiguous, like q, k, v
+
+  int64_t q_at() const { return 0; }                                 // [rows, dp], kept q rows, scaled
+  int64_t kt_at() const { return q_at() + p.rows() * p.dp(); }       // [d, np]
+  int64_t k_at() const { return kt_at() + p.d * p.np(); }            // [n, dp]
+  int64_t vt_at() const { return k_at() + p.n * p.dp(); }            // [dv, np]
+  int64_t g_at() const { return vt_at() + p.dv * p.np(); }           // [rows, dvp], upstream gradient
+  int64_t a_at() const { return g_at() + p.rows() * p.dvp(); }       // [rows, np], kept rows of A
+  int64_t a2_at() const { return a_at() + p.rows() * p.np(); }       // [rows, np], after 2nd softmax
+  int64_t da_at() const { return a2_at() + p.rows() * p.np(); }      // [rows, np], dA, then dS
+  int64_t t_at() const { return da_at() + p.rows() * p.np(); }       // [n, rows], a transpose
+  int64_t dq_at() const { return t_at() + p.n * p.rows(); }          // [rows, dp]
+  int64_t dk_at() const { return dq_at() + p.rows() * p.dp(); }      // [n, dp]
+  int64_t dv_at() const { return dk_at() + p.n * p.dp(); }           // [n, dvp]
+  int64_t scratch() const { return dv_at() + p.n * p.dvp(); }
+
+  static void transpose(const T* src, int64_t rows, int64_t cols, int64_t ld, T* dst) {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * ld + c];
+  }
+
+  void run(int64_t bh, T* buf, int64_t* sel) const {
+    const int64_t b = bh / p.heads, h = bh % p.heads, n = p.n, np = p.np(), rows = p.rows();
+    const int64_t dp = p.dp(), dvp = p.dvp();
+    T *q = buf + q_at(), *kt = buf + kt_at(), *k = buf + k_at(), *vt = buf + vt_at(), *g = buf + g_at();
+    T *a = buf + a_at(), *a2 = buf + a2_at(), *da = buf + da_at(), *tr = buf + t_at();
+    T *gq = buf + dq_at(), *gk = buf + dk_at(), *gv = buf + dv_at();
+    if (p.first) sel[0] = 0;
+    for (int64_t r = p.first; r < rows; ++r) sel[r] = index[bh * p.keep + r - p.first];
+    for (int64_t r = 0; r < rows; ++r) {
+      load_row(p.q, b, h, sel[r], p.d, p.scale, q + r * dp);
+      load_row(grad, b, h, r, p.dv, T(1), g + r * dvp);
+    }
+    for (int64_t t = 0; t < n; ++t) {
+      load_column(p.k, b, h, t, p.d, kt + t, np);
+      load_row(p.k, b, h, t, p.d, T(1), k + t * dp);
+      load_column(p.v, b, h, t, p.dv, vt + t, np);
+    }
+    rows_times(q, dp, rows, p.d, kt, np, n, a, np);   // S of the kept rows
+    rows_times(g, dvp, rows, p.dv, vt, np, n, da, np);  // dA' = dout v^T
+    for (int64_t r = 0; r < rows; ++r) exp_shifted(a + r * np, n, np, lse[bh * rows + r]);  // A = exp(S - lse)
+    const T* used = a;  // the rows multiplied by v
+    if (p.second) {
+      // A' = softmax(A): dA = A' * (dA' - sum_j A' dA').
+      std::memcpy(a2, a, rows * np * sizeof(T));
+      for (int64_t r = 0; r < rows; ++r) {
+        T* a2r = a2 + r * np;
+        T* dar = da + r * np;
+        softmax_row(a2r, n, np);
+        T dot = 0;
+        for (int64_t j = 0; j < n; ++j) dot += a2r[j] * dar[j];
+        for (int64_t j = 0; j < n; ++j) dar[j] = a2r[j] * (dar[j] - dot);
+      }
+      used = a2;
+    }
+    transpose(used, rows, n, np, tr);
+    rows_times(tr, rows, n, rows, g, dvp, p.dv, gv, dvp);  // dv = used^T dout
+    for (int64_t r = 0; r < rows; ++r) {  // dS = A * (dA - sum_j A dA)
+      const T* ar = a + r * np;
+      T* dar = da + r * np;
+      T dot = 0;
+      for (int64_t j = 0; j < n; ++j) dot += ar[j] * dar[j];
+      for (int64_t j = 0; j < n; ++j) dar[j] = ar[j] * (dar[j] - dot);
+    }
+    rows_times(da, np, rows, n, k, dp, p.d, gq, dp);  // dq[kept] = scale dS k
+    transpose(da, rows, n, np, tr);
+    rows_times(tr, rows, n, rows, q, dp, p.d, gk, dp);  // dk = dS^T (scale q)
+    S* dq_bh = dq + bh * n * p.d;
+    std::fill(dq_bh, dq_bh + n * p.d, static_cast<S>(0));
+    for (int64_t r = 0; r < rows; ++r) store_row(gq + r * dp, p.d, p.scale, dq_bh + sel[r] * p.d);
+    for (int64_t t = 0; t < n; ++t) {
+      store_row(gk + t * dp, p.d, T(1), dk + (bh * n + t) * p.d);
+      store_row(gv + t * dvp, p.dv, T(1), dv + (bh * n + t) * p.dv);
+    }
+  }
+};
+
+// Problems [bh0, bh1) with one scratch buffer; compiled per instruction set below.
+template <typename Kernel, typename T>
+inline void run_problems(const Kernel& kernel, int64_t bh0, int64_t bh1, T* buf, int64_t* sel) {
+  for (int64_t bh = bh0; bh < bh1; ++bh) kernel.run(bh, buf, sel);
+}
+
+template <typename Kernel, typename T>
+__attribute__((target("avx2,fma"), flatten)) void run_avx2(const Kernel& kernel, int64_t bh0, int64_t bh1, T* buf,
+                                                            int64_t* sel) {
+  run_problems(kernel, bh0, bh1, buf, sel);
+}
+
+template <typename Kernel, typename T>
+__attribute__((flatten)) void run_baseline(const Kernel& kernel, int64_t bh0, int64_t bh1, T* buf, int64_t* sel) {
+  run_problems(kernel, bh0, bh1, buf, sel);
+}
+
+bool use_avx2() {
+  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const char* forced = std::getenv("FASTLOCAL_CPU_ISA");
+  return supported && !(forced != nullptr && std::string(forced) == "baseline");
+}
+
+// Problems per task: enough to amortise the scheduling, few enough to balance 2..64 threads.
+constexpr int64_t kGrain = 16;
+
+template <typename T, typename Kernel>
+void run_all(const Kernel& kernel, int64_t problems) {
+  const bool avx2 = use_avx2();
+  at::parallel_for(0, problems, kGrain, [&](int64_t bh0, int64_t bh1) {
+    // Zero-filled once: padding columns are never written, so they stay 0.
+    std::vector<T> buf(kernel.scratch() + kLanes<T>);
+    std::vector<int64_t> sel(kernel.p.rows());
+    if (avx2) run_avx2(kernel, bh0, bh1, buf.data(), sel.data());
+    else run_baseline(kernel, bh0, bh1, buf.data(), sel.data());
+  });
+}
+
+// ---- glue ---------------------------------------------------------------------------------------
+
+void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t keep, bool exclude_first) {
+  TORCH_CHECK_VALUE(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "q, k, v must be 4-D [B, H, T, D]");
+  TORCH_CHECK_TYPE(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(),
+                   "q, k, v must share a dtype");
+  TORCH_CHECK_TYPE(at::isFloatingType(q.scalar_type()), "q must be a floating tensor, got ", q.scalar_type());
+  TORCH_CHECK_VALUE(k.sizes() == q.sizes(), "k must have the shape of q ", q.sizes(), ", got ", k.sizes());
+  TORCH_CHECK_VALUE(v.size(0) == q.size(0) && v.size(1) == q.size(1) && v.size(2) == q.size(2),
+                    "v must be [B, H, T, Dv] with [B, H, T] of q, got ", v.sizes());
+  const int64_t ranked = q.size(2) - (exclude_first ? 1 : 0);
+  TORCH_CHECK_VALUE(keep >= 1 && keep <= ranked, "keep must be in [1, ", ranked, "], got ", keep);
+}
+
+template <typename S, typename T>
+Problem<S, T> make_problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t keep,
+                           bool exclude_first, double scale, bool second) {
+  return {strided<S>(q), strided<S>(k), strided<S>(v), q.size(1), q.size(2), q.size(3), v.size(3), keep,
+          exclude_first ? 1 : 0, second, T(scale)};
+}
+
+at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_forward(const at::Tensor& q, const at::Tensor& k,
+                                                                          const at::Tensor& v, int64_t keep,
+                                                                          bool exclude_first, double scale,
+                                                                          bool second_softmax) {
+  check_inputs(q, k, v, keep, exclude_first);
+  TORCH_CHECK_VALUE(q.device().is_cpu(), "q, k, v must be CPU tensors, got ", q.device());
+  const int64_t B = q.size(0), H = q.size(1), rows = keep + (exclude_first ? 1 : 0);
+  at::Tensor out = at::empty({B, H, rows, v.size(3)}, q.options());
+  at::Tensor index = at::empty({B, H, keep}, q.options().dtype(at::kLong));
+  at::Tensor lse = at::empty({B, H, rows}, q.options().dtype(acc_type(q.scalar_type())));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "topk_std_attention_forward", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const Forward<scalar_t, T> kernel{make_problem<scalar_t, T>(q, k, v, keep, exclude_first, scale, second_softmax),
+                                      out.mutable_data_ptr<scalar_t>(), index.mutable_data_ptr<int64_t>(),
+                                      lse.mutable_data_ptr<T>()};
+    run_all<T>(kernel, B * H);
+  });
+  return {out, index, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_backward(
+    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& index_,
+    const at::Tensor& lse_, bool exclude_first, double scale, bool second_softmax) {
+  TORCH_CHECK_VALUE(index_.dim() == 3, "index must be [B, H, keep], got ", index_.sizes());
+  const int64_t keep = index_.size(2);
+  check_inputs(q, k, v, keep, exclude_first);
+  TORCH_CHECK_VALUE(q.device().is_cpu() && grad.device().is_cpu(), "grad, q, k, v must be CPU tensors");
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), first = exclude_first ? 1 : 0, rows = keep + first;
+  TORCH_CHECK_VALUE(index_.size(0) == B && index_.size(1) == H, "index must be [B, H, keep], got ", index_.sizes());
+  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == B && grad.size(1) == H && grad.size(2) == rows &&
+                        grad.size(3) == v.size(3),
+                    "grad must be [B, H, keep + exclude_first, Dv], got ", grad.sizes());
+  TORCH_CHECK_VALUE(lse_.dim() == 3 && lse_.size(0) == B && lse_.size(1) == H && lse_.size(2) == rows,
+                    "lse must be [B, H, keep + exclude_first], got ", lse_.sizes());
+  TORCH_CHECK_TYPE(grad.scalar_type() == q.scalar_type(), "grad must have the dtype of q");
+  const at::Tensor index = index_.to(at::kLong).contiguous();
+  const at::Tensor lse = lse_.to(acc_type(q.scalar_type())).contiguous();
+  const int64_t* idx = index.const_data_ptr<int64_t>();
+  for (int64_t m = 0; m < index.numel(); ++m)  // the kernel gathers q rows by these
+    TORCH_CHECK_VALUE(idx[m] >= first && idx[m] < T, "index values must be in [", first, ", ", T, "), got ", idx[m]);
+  at::Tensor dq = at::empty(q.sizes(), q.options()), dk = at::empty(k.sizes(), k.options());
+  at::Tensor dv = at::empty(v.sizes(), v.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "topk_std_attention_backward", [&] {
+    using T = at::opmath_type<scalar_t>;
+    const Backward<scalar_t, T> kernel{make_problem<scalar_t, T>(q, k, v, keep, exclude_first, scale, second_softmax),
+                                       strided<scalar_t>(grad), idx, lse.const_data_ptr<T>(),
+                                       dq.mutable_data_ptr<scalar_t>(), dk.mutable_data_ptr<scalar_t>(),
+                                       dv.mutable_data_ptr<scalar_t>()};
+    run_all<T>(kernel, B * H);
+  });
+  return {dq, dk, dv};
+}
+
+}  // namespace fastlocal::cpu
