@@ -1,37 +1,44 @@
-"""pytest-benchmark: roi_align_1d forward + backward, every available backend side by side.
+"""pytest-benchmark: roi_align_1d against the unfused PyTorch paths, speed and peak memory.
 
-Run with ``pytest benchmarks/ --benchmark-only`` (not part of the default test run).
+For every configuration in :data:`fastlocal.bench.roi_align.CONFIGS` (ETAD's RoI layer,
+G-TAD's dense proposal map), every method in ``METHODS`` (fastlocal backends, the plain
+PyTorch gather) and both modes. Each test records in ``extra_info`` the peak memory of
+one call measured in a fresh process; unavailable methods are skipped with the reason.
+
+Run with ``pytest benchmarks/test_roi_align.py --benchmark-only -q``.
 """
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
-import fastlocal
-from fastlocal.roi_align import IMPLEMENTED
+from fastlocal.bench.local_attention import rounds_for, warm_up
+from fastlocal.bench.roi_align import CONFIGS, METHODS, MODES, Config, peak_memory
 
-AVAILABLE = [b for b in IMPLEMENTED if fastlocal.available_backends()[b] == "available"]
-
-
-def _problem(n_rois: int, channels: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(4, channels, length, generator=g, requires_grad=True)
-    start = torch.rand(n_rois, generator=g) * length
-    rois = torch.stack([torch.randint(0, 4, (n_rois,), generator=g).float(), start,
-                        start + torch.rand(n_rois, generator=g) * length / 4], 1)
-    return x, rois
+CASES = [
+    pytest.param(config, mode, method, id=f"{config.label}-{mode}-{method}")
+    for config, mode, method in itertools.product(CONFIGS, MODES, METHODS)
+]
 
 
-@pytest.mark.parametrize("backend", AVAILABLE)
-@pytest.mark.parametrize("n_rois", [1000, 10000])
-def test_roi_align_fwd_bwd(benchmark, backend: str, n_rois: int) -> None:
-    x, rois = _problem(n_rois, channels=256, length=128)
-    benchmark.extra_info.update(backend=backend, n_rois=n_rois, channels=256, length=128, output_size=16)
+@pytest.mark.parametrize(("config", "mode", "method_name"), CASES)
+def test_roi_align(benchmark, config: Config, mode: str, method_name: str) -> None:
+    method = METHODS[method_name]
+    benchmark.group = f"roi_align_1d {config.name} {mode}"
+    reason = method.unavailable(config, mode)
+    if reason:
+        pytest.skip(reason)
 
-    def step() -> None:
-        x.grad = None
-        fastlocal.roi_align_1d(x, rois, 16, backend=backend).sum().backward()
+    peak = peak_memory(method_name, config, mode)
+    x = method.make_inputs(config, mode)
+    rounds = rounds_for(warm_up(method, x, mode))
+    outputs = benchmark.pedantic(method.run, args=(x, mode), rounds=rounds, iterations=1)
 
-    benchmark(step)
-    assert x.grad is not None and torch.isfinite(x.grad).all()
+    benchmark.extra_info.update(method=method_name, config=config.name, mode=mode, rounds=rounds,
+                                num_rois=config.num_rois, threads=torch.get_num_threads(), peak_mb=peak.mb)
+    if peak.mb is None:
+        benchmark.extra_info["peak_mb_reason"] = peak.reason
+    assert all(torch.isfinite(t).all() for t in outputs)

@@ -4,6 +4,10 @@ The oracles are plain-Python loops over lists written from the documented rules:
 candidates visited by decreasing score, equal scores by lower index first; IoU of
 ``[start, end]`` intervals, 0 when the union is empty; hard NMS suppresses IoU strictly
 greater than the threshold (torchvision's rule).
+
+``nms_1d`` / ``batched_nms_1d`` run on every backend (``reference``, ``cpu``, ``cuda``;
+``cuda`` marked ``gpu``, on CUDA tensors, skipped with the reason when unusable) and are
+checked against the oracles and the reference backend, also with hypothesis.
 """
 
 from __future__ import annotations
@@ -12,10 +16,28 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_roi_align import backend_params, device_of
 
 import fastlocal
+from fastlocal.nms import IMPLEMENTED
 
-BACKENDS = ("reference", "cpu")
+BACKENDS = backend_params("nms_1d", IMPLEMENTED, ("reference", "cpu", "cuda"))
+OTHERS = BACKENDS[1:]  # checked against the reference backend
+
+
+def nms(segments, scores, threshold, backend) -> torch.Tensor:
+    """``fastlocal.nms_1d`` on the backend's device; the kept indices come back to the CPU."""
+    dev = device_of(backend)
+    return fastlocal.nms_1d(segments.to(dev), scores.to(dev), threshold, backend=backend).cpu()
+
+
+def batched_nms(segments, scores, classes, threshold, backend) -> torch.Tensor:
+    """``fastlocal.batched_nms_1d`` on the backend's device, result on the CPU."""
+    dev = device_of(backend)
+    return fastlocal.batched_nms_1d(segments.to(dev), scores.to(dev), classes.to(dev), threshold,
+                                    backend=backend).cpu()
 
 
 def brute_iou(a: list[float], b: list[float]) -> float:
@@ -85,25 +107,25 @@ def test_hand_cases(backend):
     scores = torch.tensor([0.9, 0.8, 0.8, 0.7, 0.7, 0.1], dtype=torch.float64)
     # IoU(0,1) = 1/2 (not > 0.5: kept); IoU(0,2) = 1/3; points 3, 4 have an empty union with
     # each other (IoU 0) and an empty intersection with 5 (IoU 0 -> never suppressed).
-    assert fastlocal.nms_1d(segs, scores, 0.5, backend=backend).tolist() == [0, 1, 2, 3, 4, 5]
+    assert nms(segs, scores, 0.5, backend).tolist() == [0, 1, 2, 3, 4, 5]
     # At 0.4, 1 goes (1/2 > 0.4); 2 stays (IoU 1/3 with 0).
-    assert fastlocal.nms_1d(segs, scores, 0.4, backend=backend).tolist() == [0, 2, 3, 4, 5]
+    assert nms(segs, scores, 0.4, backend).tolist() == [0, 2, 3, 4, 5]
     # At 0.3, 2 goes too (1/3 > 0.3); at 0 any positive overlap suppresses.
-    assert fastlocal.nms_1d(segs, scores, 0.3, backend=backend).tolist() == [0, 3, 4, 5]
-    assert fastlocal.nms_1d(segs, scores, 0.0, backend=backend).tolist() == [0, 3, 4, 5]
+    assert nms(segs, scores, 0.3, backend).tolist() == [0, 3, 4, 5]
+    assert nms(segs, scores, 0.0, backend).tolist() == [0, 3, 4, 5]
     # Threshold 1 never suppresses (IoU <= 1), even identical segments.
     same = torch.tensor([[1.0, 2.0]] * 3, dtype=torch.float64)
     tied = torch.tensor([0.5, 0.5, 0.5], dtype=torch.float64)
-    assert fastlocal.nms_1d(same, tied, 1.0, backend=backend).tolist() == [0, 1, 2]
+    assert nms(same, tied, 1.0, backend).tolist() == [0, 1, 2]
     # Identical segments and tied scores: the lowest index survives.
-    assert fastlocal.nms_1d(same, tied, 0.99, backend=backend).tolist() == [0]
+    assert nms(same, tied, 0.99, backend).tolist() == [0]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_and_single(backend):
-    out = fastlocal.nms_1d(torch.zeros(0, 2), torch.zeros(0), 0.5, backend=backend)
+    out = nms(torch.zeros(0, 2), torch.zeros(0), 0.5, backend)
     assert out.dtype == torch.int64 and out.shape == (0,)
-    out = fastlocal.nms_1d(torch.tensor([[3.0, 4.0]]), torch.tensor([-2.0]), 0.0, backend=backend)
+    out = nms(torch.tensor([[3.0, 4.0]]), torch.tensor([-2.0]), 0.0, backend)
     assert out.dtype == torch.int64 and out.tolist() == [0]
 
 
@@ -112,33 +134,58 @@ def test_empty_and_single(backend):
 @pytest.mark.parametrize("n", [2, 7, 60, 300])
 def test_nms_matches_brute_force(backend, threshold, n):
     segments, scores = random_detections(n, seed=n)
-    out = fastlocal.nms_1d(segments, scores, threshold, backend=backend)
+    out = nms(segments, scores, threshold, backend)
     assert out.dtype == torch.int64
     assert out.tolist() == brute_nms(segments.tolist(), scores.tolist(), threshold)
 
 
+@pytest.mark.parametrize("backend", OTHERS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_nms_low_precision_cpu_matches_reference(dtype):
-    # Both backends compute IoUs with the same float32 formula: identical decisions.
+def test_nms_low_precision_matches_reference(backend, dtype):
+    # Every backend computes IoUs with the same float32 formula: identical decisions.
     for seed in range(5):
         segments, scores = random_detections(200, seed=seed, dtype=dtype)
         for threshold in (0.0, 0.4, 0.8):
-            cpu = fastlocal.nms_1d(segments, scores, threshold, backend="cpu")
             ref = fastlocal.nms_1d(segments, scores, threshold, backend="reference")
-            assert cpu.tolist() == ref.tolist()
+            assert nms(segments, scores, threshold, backend).tolist() == ref.tolist()
 
 
-def test_nms_large_cpu_matches_reference():
+@pytest.mark.parametrize("backend", OTHERS)
+def test_nms_large_matches_reference(backend):
+    # 20k candidates: 313 mask words per row on CUDA, many blocks of 64 on both sides of the diagonal.
     g = torch.Generator().manual_seed(7)
     n = 20_000
     start = torch.rand(n, generator=g) * 5000
     segments = torch.stack([start, start + torch.rand(n, generator=g) * 30], dim=1)
     scores = torch.randint(0, 1000, (n,), generator=g).float() / 1000  # ties too
     for threshold in (0.3, 0.7):
-        cpu = fastlocal.nms_1d(segments, scores, threshold, backend="cpu")
-        ref = fastlocal.nms_1d(segments, scores, threshold, backend="reference")
-        assert cpu.tolist() == ref.tolist()
-        assert 0 < cpu.numel() < n
+        out = nms(segments, scores, threshold, backend)
+        assert out.tolist() == fastlocal.nms_1d(segments, scores, threshold, backend="reference").tolist()
+        assert 0 < out.numel() < n
+
+
+@st.composite
+def detections(draw):
+    """Segments on a coarse grid (touching, nested, identical and zero-length ones) with tied scores."""
+    n = draw(st.integers(0, 150))
+    coord = st.integers(0, 40).map(lambda q: q / 4)
+    rows = [sorted((draw(coord), draw(coord))) for _ in range(n)]
+    scores = [draw(st.integers(0, 5)) / 5 for _ in range(n)]
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    segments = torch.tensor(rows, dtype=dtype).reshape(n, 2)
+    classes = torch.tensor([draw(st.integers(0, 3)) for _ in range(n)], dtype=torch.int64)
+    return segments, torch.tensor(scores, dtype=dtype), classes
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=60, deadline=None)
+@given(problem=detections(), threshold=st.sampled_from([0.0, 0.25, 0.5, 0.7, 1.0]))
+def test_hypothesis_sweep(backend, problem, threshold):
+    segments, scores, classes = problem
+    want = brute_nms(segments.tolist(), scores.tolist(), threshold)
+    assert nms(segments, scores, threshold, backend).tolist() == want
+    want = brute_batched_nms(segments.tolist(), scores.tolist(), classes.tolist(), threshold)
+    assert batched_nms(segments, scores, classes, threshold, backend).tolist() == want
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -147,20 +194,18 @@ def test_batched_nms_matches_per_class_brute_force(backend, threshold):
     for seed, n_classes in [(0, 1), (1, 3), (2, 8)]:
         segments, scores = random_detections(120, seed=seed)
         classes = torch.randint(0, n_classes, (120,), generator=torch.Generator().manual_seed(seed))
-        out = fastlocal.batched_nms_1d(segments, scores, classes, threshold, backend=backend)
+        out = batched_nms(segments, scores, classes, threshold, backend)
         want = brute_batched_nms(segments.tolist(), scores.tolist(), classes.tolist(), threshold)
         assert out.tolist() == want
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_batched_nms_edge_cases(backend):
-    empty = fastlocal.batched_nms_1d(torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5,
-                                     backend=backend)
+    empty = batched_nms(torch.zeros(0, 2), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5, backend)
     assert empty.dtype == torch.int64 and empty.shape == (0,)
     # Identical segments in different classes never suppress each other.
     segs = torch.tensor([[0.0, 1.0]] * 4)
-    out = fastlocal.batched_nms_1d(segs, torch.tensor([0.1, 0.4, 0.3, 0.2]), torch.tensor([0, 1, 0, 1]), 0.5,
-                                   backend=backend)
+    out = batched_nms(segs, torch.tensor([0.1, 0.4, 0.3, 0.2]), torch.tensor([0, 1, 0, 1]), 0.5, backend)
     assert out.tolist() == [1, 2]
 
 
@@ -172,8 +217,8 @@ def test_batched_nms_is_exact_for_large_class_ids(backend):
     segs = torch.tensor([[0.0, 1.0], [1.0 - 2.0**-20, 2.0]], dtype=torch.float32)
     scores = torch.tensor([0.9, 0.8])
     classes = torch.tensor([1000, 1000])
-    assert fastlocal.nms_1d(segs, scores, 0.0, backend=backend).tolist() == [0]
-    assert fastlocal.batched_nms_1d(segs, scores, classes, 0.0, backend=backend).tolist() == [0]
+    assert nms(segs, scores, 0.0, backend).tolist() == [0]
+    assert batched_nms(segs, scores, classes, 0.0, backend).tolist() == [0]
 
 
 @pytest.mark.parametrize("method", ["gaussian", "linear"])

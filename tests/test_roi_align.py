@@ -348,15 +348,18 @@ def test_low_precision_vs_float64(backend, dtype):
 @pytest.mark.parametrize(("sr", "aligned"), [(0, False), (2, True), (1, False), (0, True)])
 def test_gradcheck(backend, sr, aligned):
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 2, 7, dtype=torch.float64, generator=g, requires_grad=True)
+    B, C = small(backend, 2, 1), small(backend, 2, 1)  # each input element costs two forward calls
+    x = torch.randn(B, C, 7, dtype=torch.float64, generator=g, requires_grad=True)
     # Full Jacobian on a few RoIs (one backward per output element, so few outputs)...
-    few = special_rois(2, 7)[[0, 7, 10, 11, 17, 18]]  # fractional, reversed, both borders, exact -1 and T
+    few = special_rois(B, 7)[[0, 7, 10, 11, 17, 18]]  # fractional, reversed, both borders, exact -1 and T
     # ...and random projections of it on all the special RoIs.
-    every = special_rois(2, 7)
+    every = special_rois(B, 7)
     for mode in backward_modes(backend):
         with deterministic(mode):
             assert torch.autograd.gradcheck(lambda t: run(t, few, 2, sr, aligned, backend), (x,))
-            assert torch.autograd.gradcheck(lambda t: run(t, every, 3, sr, aligned, backend), (x,), fast_mode=True)
+            if small(backend, 1, 0):  # under Triton's interpreter, the few RoIs only (time)
+                assert torch.autograd.gradcheck(lambda t: run(t, every, 3, sr, aligned, backend), (x,),
+                                                fast_mode=True)
 
 
 @pytest.mark.parametrize("backend", OTHERS)
@@ -403,7 +406,7 @@ def test_cpu_backward_is_deterministic():
 def test_deterministic_mode_gradients_are_bitwise_reproducible(backend, sr):
     # Many RoIs overlap every frame: float32 sums in a varying order would differ in the bits.
     g = torch.Generator().manual_seed(8)
-    B, C, T, N = 2, small(backend, 64, 3), small(backend, 200, 24), small(backend, 3000, 150)
+    B, C, T, N = 2, small(backend, 64, 2), small(backend, 200, 16), small(backend, 3000, 60)
     x = torch.randn(B, C, T, generator=g)
     ends = torch.rand(N, 2, generator=g) * (T + 4) - 2
     rois = torch.cat([torch.randint(0, B, (N, 1), generator=g).float(), ends], dim=1)
@@ -419,9 +422,9 @@ def test_deterministic_mode_gradients_are_bitwise_reproducible(backend, sr):
 
 @pytest.mark.parametrize("backend", OTHERS)
 def test_many_rois_match_reference(backend):
-    # 100k RoIs (2k under Triton's interpreter), including reversed and out-of-range ones.
+    # 100k RoIs (300 under Triton's interpreter), including reversed and out-of-range ones.
     g = torch.Generator().manual_seed(6)
-    B, C, T, N, P = 2, 4, 256, small(backend, 100_000, 2_000), 8
+    B, C, T, N, P = 2, 4, small(backend, 256, 32), small(backend, 100_000, 300), 8
     x = torch.randn(B, C, T, generator=g)
     start = torch.rand(N, generator=g) * (T + 20) - 10
     length = torch.rand(N, generator=g) * 36 - 4  # includes reversed RoIs; n = ceil(len/P) <= 4
