@@ -1,11 +1,13 @@
 // Torch glue of the CUDA local attention kernels (csrc/cuda/local_attention.cu); mirrors
-// csrc/cpu/local_attention.cpp and csrc/cpu/local_attention_probs.cpp: the same checks and
-// messages, the same outputs (out in the input dtype, lse and the accumulations in float32,
-// float64 for float64). The kernels read q, k, v in their own dtype, contiguous.
+// csrc/cpu/local_attention.cpp and csrc/cpu/local_attention_probs.cpp: the same checks
+// (csrc/common/local_attention_checks.h, plus the device checks here), the same outputs (out
+// in the input dtype, lse and the accumulations in float32, float64 for float64). The kernels
+// read q, k, v in their own dtype, contiguous.
 #include <ATen/Dispatch.h>
 
 #include <tuple>
 
+#include "../common/local_attention_checks.h"
 #include "../cuda/local_attention.h"
 #include "cuda_glue.h"
 
@@ -31,64 +33,30 @@ void check_devices(const at::Tensor& q, const at::Tensor& k, const c10::optional
   if (pad) check_on_device("key_padding_mask", *pad, q.device());
 }
 
-// Shapes and the checks that guard memory, as the CPU glue's check() (Python validates
-// first; this repeats what a direct call could get wrong).
+LocalAttentionShape to_shape(const LocalAttentionSizes& s, int64_t left, int64_t right, bool shift) {
+  return {s.batch, s.heads, s.length, s.dim, s.dim_v, left, right, shift, s.n_bias};
+}
+
+// The shared checks that guard memory (Python validates first; these repeat what a direct
+// call could get wrong), then the devices.
 LocalAttentionShape check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                           const c10::optional<at::Tensor>& rpb, const c10::optional<at::Tensor>& pad, int64_t left,
                           int64_t right, bool shift) {
-  TORCH_CHECK_VALUE(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "q, k, v must be 4-D [B, H, T, D]");
-  TORCH_CHECK_TYPE(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(),
-                   "q, k, v must share a dtype");
-  TORCH_CHECK_TYPE(at::isFloatingType(q.scalar_type()), "q must be a floating tensor, got ", q.scalar_type());
-  LocalAttentionShape s{q.size(0), q.size(1), q.size(2), q.size(3), v.size(3), left, right, shift, 0};
-  TORCH_CHECK_VALUE(k.sizes() == q.sizes(), "k must have the shape of q ", q.sizes(), ", got ", k.sizes());
-  TORCH_CHECK_VALUE(v.size(0) == s.batch && v.size(1) == s.heads && v.size(2) == s.length,
-                    "v must be [B, H, T, Dv], got ", v.sizes());
-  TORCH_CHECK_VALUE(s.length >= 1 && s.dim >= 1 && s.dim_v >= 1, "T, D and Dv must be >= 1");
-  TORCH_CHECK_VALUE(left >= 0 && right >= 0, "window_left and window_right must be >= 0");
-  TORCH_CHECK_VALUE(!shift || left == right, "edge='shift' requires a symmetric window");
-  if (rpb) {
-    const int64_t expected = shift ? 2 * (left + right) + 1 : left + right + 1;
-    TORCH_CHECK_VALUE(rpb->dim() == 2 && rpb->size(0) == s.heads && rpb->size(1) == expected, "rpb must be [",
-                      s.heads, ", ", expected, "], got ", rpb->sizes());
-    s.n_bias = expected;
-  }
-  if (pad) {
-    TORCH_CHECK_TYPE(pad->scalar_type() == at::kBool, "key_padding_mask must be bool");
-    TORCH_CHECK_VALUE(pad->dim() == 2 && pad->size(0) == s.batch && pad->size(1) == s.length,
-                      "key_padding_mask must be [B, T], got ", pad->sizes());
-  }
+  const LocalAttentionSizes s = check_local_attention(q, k, v, rpb, pad, left, right, shift);
   check_devices(q, k, rpb, pad);
   check_on_device("v", v, q.device());
-  return s;
+  return to_shape(s, left, right, shift);
 }
 
-// The probabilities' checks, as csrc/cpu/local_attention_probs.cpp (v plays no part).
+// The probabilities' checks (v plays no part); devices before rows' values are read.
 LocalAttentionShape check_probs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& rows,
                                 const c10::optional<at::Tensor>& rpb, const c10::optional<at::Tensor>& pad,
                                 int64_t left, int64_t right, bool shift) {
-  TORCH_CHECK_VALUE(q.dim() == 4 && k.sizes() == q.sizes(), "q and k must be [B, H, T, D] of one shape");
-  TORCH_CHECK_TYPE(q.scalar_type() == k.scalar_type(), "q and k must share a dtype");
-  TORCH_CHECK_TYPE(at::isFloatingType(q.scalar_type()), "q must be a floating tensor, got ", q.scalar_type());
-  TORCH_CHECK_VALUE(left >= 0 && right >= 0 && (!shift || left == right), "invalid window");
-  LocalAttentionShape s{q.size(0), q.size(1), q.size(2), q.size(3), q.size(3), left, right, shift, 0};
-  TORCH_CHECK_VALUE(s.length >= 1, "T must be >= 1");
-  TORCH_CHECK_TYPE(rows.scalar_type() == at::kLong, "rows must be int64");
-  TORCH_CHECK_VALUE(rows.dim() == 2 && rows.size(0) == s.batch, "rows must be [B, R], got ", rows.sizes());
+  LocalAttentionSizes s = check_local_attention_probs_args(q, k, rows, left, right, shift, /*floating=*/true);
   check_devices(q, k, rpb, pad);
   check_on_device("rows", rows, q.device());
-  if (rows.numel())
-    TORCH_CHECK_VALUE(((rows >= 0) & (rows < s.length)).all().item<bool>(), "rows must be in [0, ", s.length, ")");
-  if (rpb) {
-    s.n_bias = shift ? 2 * s.window() - 1 : s.window();
-    TORCH_CHECK_VALUE(rpb->dim() == 2 && rpb->size(0) == s.heads && rpb->size(1) == s.n_bias, "rpb must be [",
-                      s.heads, ", ", s.n_bias, "], got ", rpb->sizes());
-  }
-  if (pad)
-    TORCH_CHECK_VALUE(pad->scalar_type() == at::kBool && pad->dim() == 2 && pad->size(0) == s.batch &&
-                          pad->size(1) == s.length,
-                      "key_padding_mask must be bool [B, T]");
-  return s;
+  check_local_attention_probs_rows_bias_mask(rows, rpb, pad, left, right, shift, s);
+  return to_shape(s, left, right, shift);
 }
 
 // The tiled kernels keep a few [tile, D] blocks in shared memory: refuse what no tile fits.
@@ -143,11 +111,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> local_attention_backw
     const at::Tensor& lse_, const c10::optional<at::Tensor>& rpb_, const c10::optional<at::Tensor>& pad_,
     int64_t left, int64_t right, bool shift, double scale, double dropout_p, int64_t seed) {
   const LocalAttentionShape s = check(q_, k_, v_, rpb_, pad_, left, right, shift);
-  TORCH_CHECK_VALUE(grad_.sizes() == out_.sizes() && out_.size(0) == s.batch && out_.size(1) == s.heads &&
-                        out_.size(2) == s.length && out_.size(3) == s.dim_v,
-                    "grad and out must be [B, H, T, Dv]");
-  TORCH_CHECK_VALUE(lse_.dim() == 3 && lse_.size(0) == s.batch && lse_.size(1) == s.heads && lse_.size(2) == s.length,
-                    "lse must be [B, H, T]");
+  check_local_attention_backward(grad_, out_, lse_, s);
   check_on_device("grad", grad_, q_.device());
   check_on_device("out", out_, q_.device());
   check_on_device("lse", lse_, q_.device());
@@ -230,9 +194,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> local_attention_probs_backward(
     const at::Tensor& rows_, const c10::optional<at::Tensor>& rpb_, const c10::optional<at::Tensor>& pad_,
     int64_t left, int64_t right, bool shift, double scale) {
   const LocalAttentionShape s = check_probs(q_, k_, rows_, rpb_, pad_, left, right, shift);
-  TORCH_CHECK_VALUE(grad_.sizes() == probs_.sizes() && probs_.dim() == 4 && probs_.size(0) == s.batch &&
-                        probs_.size(1) == s.heads && probs_.size(2) == rows_.size(1) && probs_.size(3) == s.window(),
-                    "grad and probs must be [B, H, R, window]");
+  check_local_attention_probs_backward(grad_, probs_, s.batch, s.heads, rows_.size(1), s.window());
   check_on_device("grad", grad_, q_.device());
   check_on_device("probs", probs_, q_.device());
   const c10::cuda::CUDAGuard device_guard(q_.device());

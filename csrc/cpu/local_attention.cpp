@@ -10,6 +10,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../common/local_attention_checks.h"
 #include "local_attention.h"
 #include "ops.h"
 
@@ -30,43 +31,9 @@ at::ScalarType acc_type(const at::Tensor& t) { return t.scalar_type() == at::kDo
 
 at::Tensor as_acc(const at::Tensor& t, at::ScalarType acc) { return t.to(acc).contiguous(); }
 
-struct Shapes {
-  int64_t B, H, T, D, Dv, n_bias;
-};
-
-// Shapes and the checks that guard memory: Python validates first, this repeats what a
-// direct call could get wrong.
-Shapes check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const c10::optional<at::Tensor>& rpb,
-             const c10::optional<at::Tensor>& pad, int64_t left, int64_t right, bool shift) {
-  TORCH_CHECK_VALUE(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "q, k, v must be 4-D [B, H, T, D]");
-  TORCH_CHECK_TYPE(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(),
-                   "q, k, v must share a dtype");
-  TORCH_CHECK_TYPE(at::isFloatingType(q.scalar_type()), "q must be a floating tensor, got ", q.scalar_type());
-  const Shapes s{q.size(0), q.size(1), q.size(2), q.size(3), v.size(3), 0};
-  TORCH_CHECK_VALUE(k.sizes() == q.sizes(), "k must have the shape of q ", q.sizes(), ", got ", k.sizes());
-  TORCH_CHECK_VALUE(v.size(0) == s.B && v.size(1) == s.H && v.size(2) == s.T, "v must be [B, H, T, Dv], got ",
-                    v.sizes());
-  TORCH_CHECK_VALUE(s.T >= 1 && s.D >= 1 && s.Dv >= 1, "T, D and Dv must be >= 1");
-  TORCH_CHECK_VALUE(left >= 0 && right >= 0, "window_left and window_right must be >= 0");
-  TORCH_CHECK_VALUE(!shift || left == right, "edge='shift' requires a symmetric window");
-  Shapes out = s;
-  if (rpb) {
-    const int64_t expected = shift ? 2 * (left + right) + 1 : left + right + 1;
-    TORCH_CHECK_VALUE(rpb->dim() == 2 && rpb->size(0) == s.H && rpb->size(1) == expected, "rpb must be [", s.H,
-                      ", ", expected, "], got ", rpb->sizes());
-    out.n_bias = expected;
-  }
-  if (pad) {
-    TORCH_CHECK_TYPE(pad->scalar_type() == at::kBool, "key_padding_mask must be bool");
-    TORCH_CHECK_VALUE(pad->dim() == 2 && pad->size(0) == s.B && pad->size(1) == s.T,
-                      "key_padding_mask must be [B, T], got ", pad->sizes());
-  }
-  return out;
-}
-
 // The parameters and input pointers shared by forward and backward (outputs are set by each).
 template <typename T>
-la::Params<T> make_params(const Shapes& s, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+la::Params<T> make_params(const LocalAttentionSizes& s, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                           const at::Tensor& rpb, const at::Tensor& pad, int64_t left, int64_t right, bool shift,
                           double scale, double dropout_p, int64_t seed) {
   la::Params<T> p{};
@@ -75,11 +42,11 @@ la::Params<T> make_params(const Shapes& s, const at::Tensor& q, const at::Tensor
   p.v = v.const_data_ptr<T>();
   p.rpb = rpb.defined() ? rpb.const_data_ptr<T>() : nullptr;
   p.pad = pad.defined() ? reinterpret_cast<const uint8_t*>(pad.const_data_ptr<bool>()) : nullptr;
-  p.batch = s.B;
-  p.heads = s.H;
-  p.length = s.T;
-  p.dim = s.D;
-  p.dim_v = s.Dv;
+  p.batch = s.batch;
+  p.heads = s.heads;
+  p.length = s.length;
+  p.dim = s.dim;
+  p.dim_v = s.dim_v;
   p.left = left;
   p.right = right;
   p.shift = shift;
@@ -142,13 +109,13 @@ std::tuple<at::Tensor, at::Tensor> local_attention_forward(const at::Tensor& q_,
                                                            const c10::optional<at::Tensor>& pad_, int64_t left,
                                                            int64_t right, bool shift, double scale, double dropout_p,
                                                            int64_t seed) {
-  const Shapes s = check(q_, k_, v_, rpb_, pad_, left, right, shift);
+  const LocalAttentionSizes s = check_local_attention(q_, k_, v_, rpb_, pad_, left, right, shift);
   const at::ScalarType acc = acc_type(q_);
   const at::Tensor q = as_acc(q_, acc), k = as_acc(k_, acc), v = as_acc(v_, acc);
   const at::Tensor rpb = rpb_ ? as_acc(*rpb_, acc) : at::Tensor();
   const at::Tensor pad = pad_ ? pad_->contiguous() : at::Tensor();
-  at::Tensor out = at::empty({s.B, s.H, s.T, s.Dv}, q.options());
-  at::Tensor lse = at::empty({s.B, s.H, s.T}, q.options());
+  at::Tensor out = at::empty({s.batch, s.heads, s.length, s.dim_v}, q.options());
+  at::Tensor lse = at::empty({s.batch, s.heads, s.length}, q.options());
   AT_DISPATCH_FLOATING_TYPES(acc, "local_attention_forward", [&] {
     auto p = make_params<scalar_t>(s, q, k, v, rpb, pad, left, right, shift, scale, dropout_p, seed);
     p.out = out.mutable_data_ptr<scalar_t>();
@@ -166,12 +133,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> local_attention_backw
     const at::Tensor& grad_, const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& v_, const at::Tensor& out_,
     const at::Tensor& lse_, const c10::optional<at::Tensor>& rpb_, const c10::optional<at::Tensor>& pad_,
     int64_t left, int64_t right, bool shift, double scale, double dropout_p, int64_t seed) {
-  const Shapes s = check(q_, k_, v_, rpb_, pad_, left, right, shift);
-  TORCH_CHECK_VALUE(grad_.sizes() == out_.sizes() && out_.size(0) == s.B && out_.size(1) == s.H &&
-                        out_.size(2) == s.T && out_.size(3) == s.Dv,
-                    "grad and out must be [B, H, T, Dv]");
-  TORCH_CHECK_VALUE(lse_.dim() == 3 && lse_.size(0) == s.B && lse_.size(1) == s.H && lse_.size(2) == s.T,
-                    "lse must be [B, H, T]");
+  const LocalAttentionSizes s = check_local_attention(q_, k_, v_, rpb_, pad_, left, right, shift);
+  check_local_attention_backward(grad_, out_, lse_, s);
   const at::ScalarType acc = acc_type(q_);
   const at::Tensor q = as_acc(q_, acc), k = as_acc(k_, acc), v = as_acc(v_, acc);
   const at::Tensor grad = as_acc(grad_, acc), out = as_acc(out_, acc), lse = as_acc(lse_, acc);

@@ -11,6 +11,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../common/local_attention_checks.h"
 #include "local_attention.h"
 #include "ops.h"
 
@@ -27,29 +28,13 @@ struct Geometry {
   int64_t bias_offset() const { return shift ? left + right : left; }
 };
 
+// The shared checks (csrc/common/local_attention_checks.h), then the geometry they establish.
 Geometry check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& rows,
                const c10::optional<at::Tensor>& rpb, const c10::optional<at::Tensor>& pad, int64_t left,
                int64_t right, bool shift) {
-  TORCH_CHECK_VALUE(q.dim() == 4 && k.sizes() == q.sizes(), "q and k must be [B, H, T, D] of one shape");
-  TORCH_CHECK_TYPE(q.scalar_type() == k.scalar_type(), "q and k must share a dtype");
-  TORCH_CHECK_VALUE(left >= 0 && right >= 0 && (!shift || left == right), "invalid window");
-  Geometry g{q.size(0), q.size(1), q.size(2), q.size(3), 0, left + right + 1, left, right, 0, shift};
-  TORCH_CHECK_VALUE(g.T >= 1, "T must be >= 1");
-  TORCH_CHECK_TYPE(rows.scalar_type() == at::kLong, "rows must be int64");
-  TORCH_CHECK_VALUE(rows.dim() == 2 && rows.size(0) == g.B, "rows must be [B, R], got ", rows.sizes());
-  g.R = rows.size(1);
-  if (rows.numel())
-    TORCH_CHECK_VALUE(((rows >= 0) & (rows < g.T)).all().item<bool>(), "rows must be in [0, ", g.T, ")");
-  if (rpb) {
-    g.n_bias = shift ? 2 * g.W - 1 : g.W;
-    TORCH_CHECK_VALUE(rpb->dim() == 2 && rpb->size(0) == g.H && rpb->size(1) == g.n_bias, "rpb must be [", g.H,
-                      ", ", g.n_bias, "], got ", rpb->sizes());
-  }
-  if (pad)
-    TORCH_CHECK_VALUE(pad->scalar_type() == at::kBool && pad->dim() == 2 && pad->size(0) == g.B &&
-                          pad->size(1) == g.T,
-                      "key_padding_mask must be bool [B, T]");
-  return g;
+  LocalAttentionSizes s = check_local_attention_probs_args(q, k, rows, left, right, shift, /*floating=*/false);
+  check_local_attention_probs_rows_bias_mask(rows, rpb, pad, left, right, shift, s);
+  return {s.batch, s.heads, s.length, s.dim, rows.size(1), left + right + 1, left, right, s.n_bias, shift};
 }
 
 // Calls f(m, j) for each visible key j = start(i) + m of query i.
@@ -113,9 +98,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> local_attention_probs_backward(
     const at::Tensor& rows_, const c10::optional<at::Tensor>& rpb_, const c10::optional<at::Tensor>& pad_,
     int64_t left, int64_t right, bool shift, double scale) {
   const Geometry g = check(q_, k_, rows_, rpb_, pad_, left, right, shift);
-  TORCH_CHECK_VALUE(grad_.sizes() == probs_.sizes() && probs_.dim() == 4 && probs_.size(0) == g.B &&
-                        probs_.size(1) == g.H && probs_.size(2) == g.R && probs_.size(3) == g.W,
-                    "grad and probs must be [B, H, R, window]");
+  check_local_attention_probs_backward(grad_, probs_, g.B, g.H, g.R, g.W);
   const at::ScalarType acc = q_.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor q = q_.to(acc).contiguous(), k = k_.to(acc).contiguous(), rows = rows_.contiguous();
   const at::Tensor grad = grad_.to(acc).contiguous(), probs = probs_.to(acc).contiguous();
