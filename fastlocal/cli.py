@@ -41,12 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         "bench", help="fastlocal against its peers: speed, peak memory, GFLOP/s; writes bench.json and plots"
     )
     bench.add_argument("--quick", action="store_true",
-                       help="T up to 8192 and the slowest peers skipped (under 3 minutes on 2 CPU cores)")
+                       help="the smaller configurations of each suite, the slowest peers skipped "
+                            "(under 3 minutes on 2 CPU cores)")
     bench.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS), help="ops to benchmark (default: all)")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     bench.add_argument("--out", type=Path, default=Path("bench-results"),
                        help="folder for bench.json and the plots (default: bench-results)")
-    # T = 64 and 128, one memory probe: the CLI's own smoke test (tests/test_bench_cli.py).
+    # Each suite's tiny configurations, one memory probe: the CLI's own smoke test (tests/test_bench_cli.py).
     bench.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     bench.set_defaults(run=_bench)
     args = parser.parse_args(argv)

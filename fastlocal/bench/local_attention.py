@@ -31,17 +31,19 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 import fastlocal
 
+from . import suite
 from .memory import PeakMemory, peak_memory_mb
+from .suite import Result
 
 OP = "local_attention"
-MODES = ("forward", "forward_backward")
+MODES = suite.MODES
 DENSE_MASK_LIMIT_BYTES = 8 * 2**30
 
 
@@ -65,6 +67,10 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (dtype by name), the inverse of :meth:`from_dict`."""
         return {**asdict(self), "dtype": _dtype_name(self.dtype)}
+
+    def gflop(self, mode: str) -> float:
+        """:func:`useful_gflop` of one call in ``mode`` (gives results their GFLOP/s)."""
+        return useful_gflop(self, mode)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
@@ -495,176 +501,11 @@ def peak_memory(method: str, config: Config, mode: str, timeout: float = 600.0) 
         return PeakMemory(None, f"{type(exc).__name__}: {exc}")
 
 
-@dataclass
-class Result:
-    """One measurement of the side-by-side table; ``seconds`` / ``peak`` None when not measured.
-
-    ``seconds`` is the median; ``times`` holds every timed round when the caller kept them
-    (:meth:`timed`; pytest-benchmark keeps its own statistics). ``skipped`` says why the
-    method did not run, ``error`` why it failed.
-    """
-
-    method: str
-    config: Config
-    mode: str
-    seconds: float | None = None
-    peak: PeakMemory | None = None
-    skipped: str = ""
-    times: tuple[float, ...] = ()
-    error: str = ""
-
-    @classmethod
-    def timed(cls, method: str, config: Config, mode: str, times: list[float], peak: PeakMemory) -> Result:
-        """A result from the seconds of every timed round."""
-        return cls(method, config, mode, statistics.median(times), peak, times=tuple(times))
-
-    @property
-    def status(self) -> str:
-        """``"ok"``, ``"skipped"`` or ``"failed"``."""
-        return "failed" if self.error else "skipped" if self.skipped else "ok"
-
-    @property
-    def mb(self) -> float | None:
-        """Peak MB, None when not measured."""
-        return None if self.peak is None else self.peak.mb
-
-    @property
-    def gflops(self) -> float | None:
-        """Achieved useful GFLOP/s (:func:`useful_gflop` over the median time)."""
-        return None if self.seconds is None else useful_gflop(self.config, self.mode) / self.seconds
-
-    def percent_of(self, gemm: float | None) -> float | None:
-        """:attr:`gflops` as a percentage of ``gemm`` GFLOP/s (the ``torch.mm`` yardstick)."""
-        gflops = self.gflops
-        return None if gflops is None or not gemm else 100 * gflops / gemm
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form: every figure with its spread, or the reason it is missing."""
-
-        def ms(seconds: float | None) -> float | None:
-            return None if seconds is None else seconds * 1e3
-
-        low, high = (min(self.times), max(self.times)) if self.times else (None, None)
-        spread = None if self.seconds is None else {"min": ms(low), "median": ms(self.seconds), "max": ms(high)}
-        return {
-            "method": self.method,
-            "config": {"name": self.config.name, **self.config.to_dict()},
-            "mode": self.mode,
-            "status": self.status,
-            "reason": self.error or self.skipped or None,
-            "ms": spread,
-            "rounds": len(self.times) or None,
-            "peak_mb": self.mb,
-            "peak_mb_reason": None if self.peak is None or self.peak.mb is not None else self.peak.reason,
-            "useful_gflop": useful_gflop(self.config, self.mode),
-            "gflops": self.gflops,
-        }
-
-
 def is_peer(method: str) -> bool:
     """True for the methods fastlocal is compared with: every method but ``fastlocal[<backend>]``."""
     return not isinstance(METHODS.get(method), FastLocal)
 
 
-class Peers(NamedTuple):
-    """The fastest and the leanest peer that ran one (config, mode); None where no peer ran."""
-
-    fastest: Result | None
-    leanest: Result | None
-
-    def speedup(self, r: Result) -> float | None:
-        """The fastest peer's median time over ``r``'s (> 1: ``r`` is faster)."""
-        if self.fastest is None or self.fastest.seconds is None or r.seconds is None:
-            return None
-        return self.fastest.seconds / r.seconds
-
-    def memory_ratio(self, r: Result) -> float | None:
-        """``r``'s peak MB over the leanest peer's (< 1: ``r`` needs less)."""
-        lean = None if self.leanest is None else self.leanest.mb
-        return None if r.mb is None or not lean else r.mb / lean
-
-
-def best_peers(results: list[Result]) -> dict[tuple[Config, str], Peers]:
-    """:class:`Peers` of every (config, mode) in ``results``."""
-    groups: dict[tuple[Config, str], list[Result]] = {}
-    for r in results:
-        groups.setdefault((r.config, r.mode), []).append(r)
-
-    def best(rows: list[Result], key: Callable[[Result], float | None]) -> Result | None:
-        measured = [(value, r) for r in rows if is_peer(r.method) and (value := key(r)) is not None]
-        return min(measured, key=lambda pair: pair[0], default=(None, None))[1]
-
-    return {group: Peers(best(rows, lambda r: r.seconds), best(rows, lambda r: r.mb))
-            for group, rows in groups.items()}
-
-
-MODE_TITLES = {"forward": "forward", "forward_backward": "forward+backward"}
-_BLOCK = f"{'ms [min-max]':>22s} {'peak MB':>8s} {'speed-up':>8s} {'mem':>6s} {'GFLOP/s':>8s} {'% mm':>5s}"
-
-
-def _num(value: float | None, suffix: str = "") -> str:
-    """Two or three significant figures; ``-`` for None."""
-    if value is None:
-        return "-"
-    digits = ".0f" if value >= 100 else ".1f" if value >= 10 else ".2f" if value >= 0.1 else ".2g"
-    return f"{value:{digits}}{suffix}"
-
-
-def _block(r: Result | None, peers: Peers, gemm: float | None) -> str:
-    """One mode's cells of a method's row."""
-    if r is None or r.status != "ok":
-        label = "-" if r is None else "FAILED" if r.error else "skipped"
-        return f"{label:>22s}{'':{len(_BLOCK) - 22}s}"
-    ms = _num(r.seconds * 1e3) if r.seconds is not None else "-"
-    if r.times:
-        ms += f" [{_num(min(r.times) * 1e3)}-{_num(max(r.times) * 1e3)}]"
-    return (f"{ms:>22s} {_num(r.mb):>8s} {_num(peers.speedup(r), 'x'):>8s} {_num(peers.memory_ratio(r), 'x'):>6s}"
-            f" {_num(r.gflops):>8s} {_num(r.percent_of(gemm)):>5s}")
-
-
 def format_table(results: list[Result], gemm: float | None = None) -> str:
-    """Side-by-side table: per configuration, one row per method, forward and forward+backward next to each other.
-
-    Each mode shows the median ms (and its min-max over the rounds when kept), peak MB, the
-    speed-up over the fastest peer, the memory ratio to the leanest peer, useful GFLOP/s
-    and its share of ``gemm`` GFLOP/s. Methods that were skipped or failed, and peak
-    memory that was not measured, are listed under their row with the reason.
-    """
-    peers = best_peers(results)
-    titles = "".join(f" | {f'--- {MODE_TITLES[mode]} ---':^{len(_BLOCK)}s}" for mode in MODES)
-    header = f"{'method':21s}" + "".join(f" | {_BLOCK}" for _ in MODES)
-    lines = [f"{'':21s}{titles}", header]
-    for config in dict.fromkeys(r.config for r in results):
-        rows: dict[str, dict[str, Result]] = {}
-        for r in results:
-            if r.config == config:
-                rows.setdefault(r.method, {})[r.mode] = r
-        best = "; ".join(
-            f"{MODE_TITLES[mode]}: fastest {_name(p.fastest)}, leanest {_name(p.leanest)}"
-            for mode in MODES if (p := peers.get((config, mode))) is not None
-        )
-        lines += ["-" * len(header), f"{OP} {config.name}  (best peers: {best})"]
-        for method, by_mode in rows.items():
-            lines.append(f"{method:21s}" + "".join(
-                f" | {_block(by_mode.get(mode), peers.get((config, mode), Peers(None, None)), gemm)}"
-                for mode in MODES))
-            lines += [f"{'':4s}{MODE_TITLES[r.mode]}: {note}" for r in by_mode.values() if (note := _note(r))]
-    lines += ["-" * len(header),
-              "speed-up: fastest peer's median / this median (>1: faster); mem: peak MB / leanest peer's peak MB "
-              "(<1: less); peers: every method but fastlocal[...]",
-              "peak MB: extra memory of one call in a fresh process; % mm: share of the torch.mm float32 rate"
-              + ("" if gemm is None else f" measured in this run ({gemm:.0f} GFLOP/s)")]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def _name(r: Result | None) -> str:
-    return "none ran" if r is None else r.method
-
-
-def _note(r: Result) -> str:
-    """The reason under a row: why ``r`` was skipped or failed, or why its memory is missing."""
-    if r.status != "ok":
-        return f"{r.status}: {(r.error or r.skipped).splitlines()[0][:200]}"
-    if r.peak is not None and r.peak.mb is None:
-        return f"peak memory not measured: {r.peak.reason.splitlines()[0][:200]}"
-    return ""
+    """:func:`fastlocal.bench.suite.format_table` of local_attention results, peers as :func:`is_peer` says."""
+    return suite.format_table(results, gemm, op=OP, is_peer=is_peer, peers="every method but fastlocal[...]")

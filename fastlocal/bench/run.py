@@ -1,11 +1,12 @@
 """``python -m fastlocal bench``: fastlocal against its peers, speed and peak memory side by side.
 
-For each op with peers to compare (today ``local_attention``), every configuration,
-mode and method of :mod:`fastlocal.bench.local_attention` (the definitions the
-pytest-benchmark suite runs) in one process: the median time with its spread, the peak
-memory of one call in a fresh process, the speed-up and memory ratio against the best
-peers, and useful GFLOP/s against the ``torch.mm`` rate measured in the same run.
-Methods that cannot run here, or that ``--quick`` leaves out, are listed with the reason.
+For each op's :class:`~fastlocal.bench.suite.Suite` (:data:`fastlocal.bench.ops.SUITES`:
+the configurations and methods the pytest-benchmark suites run), every configuration,
+mode and method in one process: the median time with its spread, the peak memory of one
+call (CPU: a fresh process; CUDA: ``torch.cuda.max_memory_allocated``), the speed-up and
+memory ratio against the best peers, and useful GFLOP/s against the ``torch.mm`` rate
+measured in the same run. Methods that cannot run here, or that ``--quick`` leaves out,
+are listed with the reason.
 
 Writes ``bench.json`` (machine, command line, every figure with its spread) and, when
 matplotlib is installed, ``<op>_time.png`` and ``<op>_memory.png`` into ``out``.
@@ -14,15 +15,17 @@ matplotlib is installed, ``<op>_time.png`` and ``<op>_memory.png`` into ``out``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
+import importlib.metadata
 import itertools
 import json
 import os
 import platform
 import shlex
+import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,40 +34,24 @@ import torch
 import fastlocal
 
 from . import plots
-from .local_attention import (
-    CONFIGS,
-    METHODS,
-    MODES,
-    OP,
-    QUICK_CONFIGS,
-    Config,
-    Result,
-    best_peers,
-    format_table,
-    gemm_gflops,
-    peak_memory,
-    quick_skip,
-    rounds_for,
-    time_rounds,
-    warm_up,
-)
+from .local_attention import gemm_gflops, rounds_for, timed_call
 from .memory import PeakMemory
+from .ops import SUITES
+from .suite import Result, Suite, best_peers, format_table
 
-# --tiny, for the CLI's own smoke test: the suite's problem at T = 64 and 128.
-TINY_CONFIGS = tuple(dataclasses.replace(CONFIGS[0], T=T) for T in (64, 128))
-# Seconds of timed rounds per measurement (at least 3 rounds): the full run matches the pytest suite.
+OPS = tuple(SUITES)
+# Seconds of timed rounds per measurement (at least 3 rounds): the full run matches the pytest suites.
 BUDGET_S = {"full": 2.0, "quick": 0.5, "tiny": 0.02}
+# Versions of the peers' packages, when installed (the figures depend on them).
+PACKAGES = ("numpy", "triton", "natten", "flash-attn", "matplotlib")
 
 
 def device_error(device: str) -> str | None:
     """Why the benchmark cannot run on ``device`` here, or None."""
-    if device == "cpu":
+    if device == "cpu" or torch.cuda.is_available():
         return None
-    if not torch.cuda.is_available():
-        why = f"torch {torch.__version__} is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
-        return f"--device cuda: CUDA is not available ({why})"
-    # The methods build CPU inputs and the memory probe reads host RSS; GPU runs need both first.
-    return "--device cuda: only CPU benchmarks exist so far (local_attention has no GPU kernel yet)"
+    why = f"torch {torch.__version__} is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+    return f"--device cuda: CUDA is not available ({why})"
 
 
 def cpu_model() -> str:
@@ -86,73 +73,128 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "fastlocal": fastlocal.__version__,
+        "packages": {name: _version(name) for name in PACKAGES},
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "cuda": torch.version.cuda,
         "backends": fastlocal.available_backends(),
+        "load_average": os.getloadavg(),
     }
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def skip_reason(name: str, config: Config, mode: str, *, quick: bool, tiny: bool) -> str | None:
-    """Why ``name`` does not run ``config`` in ``mode`` in this run (shown in the table), or None."""
-    method = METHODS[name]
-    if tiny and method.compiles:
-        return "--tiny leaves out compiled methods (compiling takes longer than the whole tiny run)"
-    return method.unavailable(config, mode) or (quick_skip(name, config) if quick else None)
-
-
-def _timed(name: str, config: Config, mode: str, peak: PeakMemory, budget_s: float) -> Result:
-    """Warm ``name`` up, time it for about ``budget_s`` and check its outputs are finite."""
-    method = METHODS[name]
+def _version(package: str) -> str | None:
     try:
-        x = method.make_inputs(config, mode)
-        times, outputs = time_rounds(method, x, mode, rounds_for(warm_up(method, x, mode), budget_s))
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+class Progress:
+    """A progress bar on stderr: redrawn in place on a terminal, one line per step otherwise."""
+
+    WIDTH = 24
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.start = total, 0, time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def step(self, text: str) -> None:
+        """Count one case and show ``text`` (what runs now, or why it is skipped)."""
+        self.done += 1
+        filled = self.WIDTH * self.done // self.total
+        line = (f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] [{self.done}/{self.total}] {text} "
+                f"({time.perf_counter() - self.start:.0f} s)")
+        if self.tty:
+            columns = shutil.get_terminal_size().columns
+            print(f"\r{line[:columns - 1]:{columns - 1}s}", end="", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=sys.stderr, flush=True)
+
+
+def skip_reason(suite: Suite, method: str, config: Any, mode: str, *, quick: bool, tiny: bool) -> str | None:
+    """Why ``method`` does not run ``config`` in ``mode`` in this run (shown in the table), or None."""
+    if tiny and suite.compiles(method):
+        return "--tiny leaves out compiled methods (compiling takes longer than the whole tiny run)"
+    return suite.unavailable(method, config, mode) or (suite.quick_skip(method, config) if quick else None)
+
+
+def _seconds(call: Callable[[], tuple[torch.Tensor, ...]], device: str) -> tuple[float, tuple[torch.Tensor, ...]]:
+    """:func:`~fastlocal.bench.local_attention.timed_call` of ``call`` (CUDA events on ``cuda``)."""
+    return timed_call(lambda _device_probe: call(), torch.empty(0, device=device))
+
+
+def measure(suite: Suite, method: str, config: Any, mode: str, peak: PeakMemory, budget_s: float) -> Result:
+    """Warm one call up, time it for about ``budget_s`` (at least 3 rounds) and check its outputs are finite.
+
+    The first call (the second for compiling methods) estimates the rounds and is not kept.
+    """
+    device = suite.device(config)
+    try:
+        call = suite.call(method, config, mode)
+        estimate = _seconds(call, device)[0]
+        if suite.compiles(method):
+            estimate = _seconds(call, device)[0]
+        times = []
+        for _ in range(rounds_for(estimate, budget_s)):
+            seconds, outputs = _seconds(call, device)
+            times.append(seconds)
     except Exception as exc:  # reported in the table and the exit code; the other methods still run
-        return Result(name, config, mode, peak=peak, error=f"{type(exc).__name__}: {exc}")
+        return Result(method, config, mode, peak=peak, error=f"{type(exc).__name__}: {exc}")
     if not all(torch.isfinite(t).all() for t in outputs):
-        return Result(name, config, mode, peak=peak, error="non-finite values in the output or gradients")
-    return Result.timed(name, config, mode, times, peak)
+        return Result(method, config, mode, peak=peak, error="non-finite values in the output or gradients")
+    return Result.timed(method, config, mode, times, peak)
 
 
-def bench_local_attention(configs: tuple[Config, ...], *, quick: bool, tiny: bool, budget_s: float) -> list[Result]:
-    """Every (config, mode, method), in that order; skipped ones carry the reason."""
-    cases = list(itertools.product(configs, MODES, METHODS))
-    results = []
+def plan(ops: list[str], device: str, *, quick: bool, tiny: bool) -> list[tuple[Suite, Any, str, str]]:
+    """Every (suite, config, mode, method) of the run, in the order they run."""
+    cases = []
+    for op in ops:
+        suite = SUITES[op]
+        configs = suite.configurations(device, quick=quick, tiny=tiny)
+        cases += [(suite, *case) for case in itertools.product(configs, suite.modes, suite.methods)]
+    return cases
+
+
+def bench(ops: list[str], device: str, *, quick: bool, tiny: bool, budget_s: float) -> dict[str, list[Result]]:
+    """Results of every case of :func:`plan`, by op; skipped ones carry the reason."""
+    cases = plan(ops, device, quick=quick, tiny=tiny)
+    results: dict[str, list[Result]] = {op: [] for op in ops}
+    progress = Progress(len(cases))
     memory_measured = False
-    for i, (config, mode, name) in enumerate(cases, 1):
-        prefix = f"[{i}/{len(cases)}] {OP} T={config.T} {name} {mode}"
-        reason = skip_reason(name, config, mode, quick=quick, tiny=tiny)
+    for suite, config, mode, method in cases:
+        label = f"{suite.op} {config.name} {method} {mode}"
+        reason = skip_reason(suite, method, config, mode, quick=quick, tiny=tiny)
         if reason:
-            _progress(f"{prefix}: skipped")
-            results.append(Result(name, config, mode, skipped=reason))
+            progress.step(f"{label}: skipped")
+            results[suite.op].append(Result(method, config, mode, skipped=reason))
             continue
-        _progress(f"{prefix}...")
+        progress.step(label)
         if tiny and memory_measured:
             # A fresh process costs seconds (torch import); one shows the probe works.
             peak = PeakMemory(None, "--tiny measures the first call only")
         else:
-            peak, memory_measured = peak_memory(name, config, mode), True
-        results.append(_timed(name, config, mode, peak, budget_s))
+            peak, memory_measured = suite.peak_memory(method, config, mode), True
+        results[suite.op].append(measure(suite, method, config, mode, peak, budget_s))
+    progress.close()
     return results
 
 
-# One entry per op with peers to compare; an op's function returns its rows.
-BENCHES = {OP: bench_local_attention}
-OPS = tuple(BENCHES)
-
-
 def report(results: dict[str, list[Result]], gemm: float, info: dict[str, Any], options: dict[str, Any],
-           date: datetime.datetime) -> dict[str, Any]:
+           date: datetime.datetime, seconds: float) -> dict[str, Any]:
     """The ``bench.json`` document: command line, start date, machine, options and every row."""
     rows = []
     for op, op_results in results.items():
-        peers = best_peers(op_results)
+        suite = SUITES[op]
+        peers = best_peers(op_results, suite.is_peer)
         for r in op_results:
             best = peers[r.config, r.mode]
             rows.append({
                 "op": op,
                 **r.to_dict(),
+                "peer": suite.is_peer(r.method),
                 "percent_of_gemm": r.percent_of(gemm),
                 "fastest_peer": best.fastest and best.fastest.method,
                 "speedup_vs_fastest_peer": best.speedup(r),
@@ -162,8 +204,10 @@ def report(results: dict[str, list[Result]], gemm: float, info: dict[str, Any], 
     return {
         "command": shlex.join(sys.orig_argv),
         "date": date.isoformat(timespec="seconds"),
+        "seconds": seconds,
         "machine": {**info, "gemm_gflops": gemm},
         "options": options,
+        "peers": {op: SUITES[op].peers for op in results},
         "results": rows,
     }
 
@@ -180,25 +224,32 @@ def run_bench(ops: list[str], *, quick: bool = False, device: str = "cpu", out: 
         print(f"fastlocal bench: error: {error}", file=sys.stderr)
         return 2
     date, start = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
-    configs = TINY_CONFIGS if tiny else QUICK_CONFIGS if quick else CONFIGS
-    budget_s = BUDGET_S["tiny" if tiny else "quick" if quick else "full"]
-    _progress("measuring the torch.mm float32 rate (the GFLOP/s yardstick)...")
-    gemm = gemm_gflops()
-    results = {op: BENCHES[op](configs, quick=quick, tiny=tiny, budget_s=budget_s) for op in ops}
+    level = "tiny" if tiny else "quick" if quick else "full"
+    budget_s = BUDGET_S[level]
+    print(f"measuring the torch.mm {'bfloat16' if device == 'cuda' else 'float32'} rate (the GFLOP/s yardstick)...",
+          file=sys.stderr, flush=True)
+    gemm = gemm_gflops() if device == "cpu" else gemm_gflops(n=8192, device="cuda", dtype=torch.bfloat16)
+    results = bench(ops, device, quick=quick, tiny=tiny, budget_s=budget_s)
 
     info = machine()
-    print(f"fastlocal {info['fastlocal']}, torch {info['torch']}, Python {info['python']}, {info['cpu']}, "
-          f"{info['cores']} cores ({info['torch_threads']} torch threads); torch.mm float32: {gemm:.0f} GFLOP/s")
-    for op_results in results.values():
-        print(format_table(op_results, gemm))
+    processor = info["cpu"] if device == "cpu" else info["gpu"]
+    print(f"fastlocal {info['fastlocal']}, torch {info['torch']}, Python {info['python']}, {processor}, "
+          f"{info['cores']} cores ({info['torch_threads']} torch threads); torch.mm: {gemm:.0f} GFLOP/s")
+    for op, op_results in results.items():
+        suite = SUITES[op]
+        if not op_results:
+            print(f"{op}: no {device} configurations")
+            continue
+        print(format_table(op_results, gemm, op=op, is_peer=suite.is_peer, peers=suite.peers, note=suite.note))
     out.mkdir(parents=True, exist_ok=True)
     options = {"ops": ops, "quick": quick, "tiny": tiny, "device": device, "budget_s": budget_s}
-    document = report(results, gemm, info, options, date)
+    seconds = time.perf_counter() - start
+    document = report(results, gemm, info, options, date, seconds)
     (out / "bench.json").write_text(json.dumps(document, indent=1, allow_nan=False) + "\n")
     print(f"wrote {out / 'bench.json'}")
     if plots.available():
-        for op, op_results in results.items():
-            print("wrote " + ", ".join(str(p) for p in plots.plot(op, op_results, out)))
+        paths = [path for op, op_results in results.items() for path in plots.plot(SUITES[op], op_results, out)]
+        print("wrote " + ", ".join(str(p) for p in paths))
     else:
         print("plots skipped: matplotlib is not installed (pip install 'fastlocal[plot]')")
     failed = sum(r.status == "failed" for op_results in results.values() for r in op_results)

@@ -1,0 +1,267 @@
+"""The interface every op's comparison exposes to ``python -m fastlocal bench``, and the rows it produces.
+
+An op's comparison is a :class:`Suite`: its configurations (the pytest-benchmark suite's,
+the smaller ``--quick`` members, tiny ones for the CLI's smoke test, GPU ones), its methods
+(fastlocal backends, the reference, the peers a user would otherwise run), and, for one
+(method, configuration, mode), why it cannot run, a ready-to-time call, and the peak memory
+of one call. ``python -m fastlocal bench`` (:mod:`fastlocal.bench.run`) loops over suites
+without knowing any op; every measurement becomes a :class:`Result`, and
+:func:`format_table` lays them side by side with the speed-up and memory ratio against
+the best peer.
+
+A configuration is any hashable object with a ``name`` and a JSON-serialisable
+``to_dict()``; one that also defines ``gflop(mode)`` (nominal GFLOP of one call) gets
+achieved GFLOP/s in the table.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+
+from .memory import PeakMemory
+
+MODES = ("forward", "forward_backward")
+MODE_TITLES = {"forward": "forward", "forward_backward": "forward+backward"}
+
+
+class Suite:
+    """One op's comparison. Subclasses set the class attributes and define :meth:`call`."""
+
+    op: str
+    configs: tuple[Any, ...]  # the pytest-benchmark suite's CPU configurations
+    quick_configs: tuple[Any, ...]  # --quick: the smaller members of ``configs``
+    tiny_configs: tuple[Any, ...]  # --tiny: the CLI's smoke test, seconds for the whole op
+    gpu_configs: tuple[Any, ...] = ()  # --device cuda
+    gpu_quick_configs: tuple[Any, ...] = ()  # --device cuda --quick (and --tiny)
+    methods: tuple[str, ...]
+    modes: tuple[str, ...] = MODES
+    peers: str  # which methods are the peers, for the table's footer
+    note: str = ""  # what the figures mean, when not obvious (shown under the table)
+
+    def configurations(self, device: str, *, quick: bool, tiny: bool) -> tuple[Any, ...]:
+        """The configurations a run on ``device`` covers."""
+        if device == "cuda":
+            return self.gpu_quick_configs if quick or tiny else self.gpu_configs
+        return self.tiny_configs if tiny else self.quick_configs if quick else self.configs
+
+    def is_peer(self, method: str) -> bool:
+        """True for the methods fastlocal is compared with."""
+        raise NotImplementedError
+
+    def unavailable(self, method: str, config: Any, mode: str) -> str | None:
+        """Why ``method`` cannot run ``config`` in ``mode`` here, or None."""
+        return None
+
+    def quick_skip(self, method: str, config: Any) -> str | None:
+        """Why ``--quick`` leaves ``method`` out at ``config``, or None."""
+        return None
+
+    def compiles(self, method: str) -> bool:
+        """True when ``method``'s first call compiles (timed from its second call)."""
+        return False
+
+    def device(self, config: Any) -> str:
+        """``"cpu"`` or ``"cuda"``: where ``config`` runs (CUDA calls are timed with CUDA events)."""
+        return getattr(config, "device", "cpu")
+
+    def call(self, method: str, config: Any, mode: str) -> Callable[[], tuple[torch.Tensor, ...]]:
+        """Build the inputs and return one call of ``method`` in ``mode``; it returns every tensor produced."""
+        raise NotImplementedError
+
+    def peak_memory(self, method: str, config: Any, mode: str) -> PeakMemory:
+        """Peak extra memory of one call (CPU: fresh process; CUDA: ``torch.cuda.max_memory_allocated``)."""
+        raise NotImplementedError
+
+    def size(self, config: Any) -> int | None:
+        """The sequence length the plots put on their x axis, or None when the suite sweeps no length."""
+        return None
+
+    def series(self, config: Any) -> str:
+        """What ``config`` fixes besides :meth:`size` (configs of one series are plotted as lines)."""
+        return config.name
+
+
+@dataclass
+class Result:
+    """One measurement of the side-by-side table; ``seconds`` / ``peak`` None when not measured.
+
+    ``seconds`` is the median; ``times`` holds every timed round when the caller kept them
+    (:meth:`timed`; pytest-benchmark keeps its own statistics). ``skipped`` says why the
+    method did not run, ``error`` why it failed.
+    """
+
+    method: str
+    config: Any
+    mode: str
+    seconds: float | None = None
+    peak: PeakMemory | None = None
+    skipped: str = ""
+    times: tuple[float, ...] = ()
+    error: str = ""
+
+    @classmethod
+    def timed(cls, method: str, config: Any, mode: str, times: list[float], peak: PeakMemory) -> Result:
+        """A result from the seconds of every timed round."""
+        return cls(method, config, mode, statistics.median(times), peak, times=tuple(times))
+
+    @property
+    def status(self) -> str:
+        """``"ok"``, ``"skipped"`` or ``"failed"``."""
+        return "failed" if self.error else "skipped" if self.skipped else "ok"
+
+    @property
+    def mb(self) -> float | None:
+        """Peak MB, None when not measured."""
+        return None if self.peak is None else self.peak.mb
+
+    @property
+    def useful_gflop(self) -> float | None:
+        """Nominal GFLOP of one call, when the configuration defines ``gflop(mode)``."""
+        gflop = getattr(self.config, "gflop", None)
+        return None if gflop is None else gflop(self.mode)
+
+    @property
+    def gflops(self) -> float | None:
+        """Achieved useful GFLOP/s (:attr:`useful_gflop` over the median time)."""
+        gflop = self.useful_gflop
+        return None if self.seconds is None or gflop is None else gflop / self.seconds
+
+    def percent_of(self, gemm: float | None) -> float | None:
+        """:attr:`gflops` as a percentage of ``gemm`` GFLOP/s (the ``torch.mm`` yardstick)."""
+        gflops = self.gflops
+        return None if gflops is None or not gemm else 100 * gflops / gemm
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form: every figure with its spread, or the reason it is missing."""
+
+        def ms(seconds: float | None) -> float | None:
+            return None if seconds is None else seconds * 1e3
+
+        low, high = (min(self.times), max(self.times)) if self.times else (None, None)
+        spread = None if self.seconds is None else {"min": ms(low), "median": ms(self.seconds), "max": ms(high)}
+        return {
+            "method": self.method,
+            "config": {"name": self.config.name, **self.config.to_dict()},
+            "mode": self.mode,
+            "status": self.status,
+            "reason": self.error or self.skipped or None,
+            "ms": spread,
+            "rounds": len(self.times) or None,
+            "peak_mb": self.mb,
+            "peak_mb_reason": None if self.peak is None or self.peak.mb is not None else self.peak.reason,
+            "useful_gflop": self.useful_gflop,
+            "gflops": self.gflops,
+        }
+
+
+class Peers(NamedTuple):
+    """The fastest and the leanest peer that ran one (config, mode); None where no peer ran."""
+
+    fastest: Result | None
+    leanest: Result | None
+
+    def speedup(self, r: Result) -> float | None:
+        """The fastest peer's median time over ``r``'s (> 1: ``r`` is faster)."""
+        if self.fastest is None or self.fastest.seconds is None or r.seconds is None:
+            return None
+        return self.fastest.seconds / r.seconds
+
+    def memory_ratio(self, r: Result) -> float | None:
+        """``r``'s peak MB over the leanest peer's (< 1: ``r`` needs less)."""
+        lean = None if self.leanest is None else self.leanest.mb
+        return None if r.mb is None or not lean else r.mb / lean
+
+
+def best_peers(results: list[Result], is_peer: Callable[[str], bool]) -> dict[tuple[Any, str], Peers]:
+    """:class:`Peers` of every (config, mode) in ``results``; ``is_peer`` names the peers."""
+    groups: dict[tuple[Any, str], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.config, r.mode), []).append(r)
+
+    def best(rows: list[Result], key: Callable[[Result], float | None]) -> Result | None:
+        measured = [(value, r) for r in rows if is_peer(r.method) and (value := key(r)) is not None]
+        return min(measured, key=lambda pair: pair[0], default=(None, None))[1]
+
+    return {group: Peers(best(rows, lambda r: r.seconds), best(rows, lambda r: r.mb))
+            for group, rows in groups.items()}
+
+
+_BLOCK = f"{'ms [min-max]':>22s} {'peak MB':>8s} {'speed-up':>8s} {'mem':>6s} {'GFLOP/s':>8s} {'% mm':>5s}"
+
+
+def _num(value: float | None, suffix: str = "") -> str:
+    """Two or three significant figures; ``-`` for None."""
+    if value is None:
+        return "-"
+    digits = ".0f" if value >= 100 else ".1f" if value >= 10 else ".2f" if value >= 0.1 else ".2g"
+    return f"{value:{digits}}{suffix}"
+
+
+def _block(r: Result | None, peers: Peers, gemm: float | None) -> str:
+    """One mode's cells of a method's row."""
+    if r is None or r.status != "ok":
+        label = "-" if r is None else "FAILED" if r.error else "skipped"
+        return f"{label:>22s}{'':{len(_BLOCK) - 22}s}"
+    ms = _num(r.seconds * 1e3) if r.seconds is not None else "-"
+    if r.times:
+        ms += f" [{_num(min(r.times) * 1e3)}-{_num(max(r.times) * 1e3)}]"
+    return (f"{ms:>22s} {_num(r.mb):>8s} {_num(peers.speedup(r), 'x'):>8s} {_num(peers.memory_ratio(r), 'x'):>6s}"
+            f" {_num(r.gflops):>8s} {_num(r.percent_of(gemm)):>5s}")
+
+
+def format_table(results: list[Result], gemm: float | None = None, *, op: str, is_peer: Callable[[str], bool],
+                 peers: str, note: str = "") -> str:
+    """Side-by-side table of one op: per configuration, one row per method, forward and forward+backward
+    next to each other.
+
+    Each mode shows the median ms (and its min-max over the rounds when kept), peak MB, the
+    speed-up over the fastest peer, the memory ratio to the leanest peer, useful GFLOP/s
+    and its share of ``gemm`` GFLOP/s. Methods that were skipped or failed, and peak
+    memory that was not measured, are listed under their row with the reason. ``peers``
+    says which methods ``is_peer`` picks; ``note`` ends the table.
+    """
+    best = best_peers(results, is_peer)
+    titles = "".join(f" | {f'--- {MODE_TITLES[mode]} ---':^{len(_BLOCK)}s}" for mode in MODES)
+    header = f"{'method':21s}" + "".join(f" | {_BLOCK}" for _ in MODES)
+    lines = [f"{'':21s}{titles}", header]
+    for config in dict.fromkeys(r.config for r in results):
+        rows: dict[str, dict[str, Result]] = {}
+        for r in results:
+            if r.config == config:
+                rows.setdefault(r.method, {})[r.mode] = r
+        summary = "; ".join(
+            f"{MODE_TITLES[mode]}: fastest {_name(p.fastest)}, leanest {_name(p.leanest)}"
+            for mode in MODES if (p := best.get((config, mode))) is not None
+        )
+        lines += ["-" * len(header), f"{op} {config.name}  (best peers: {summary})"]
+        for method, by_mode in rows.items():
+            lines.append(f"{method:21s}" + "".join(
+                f" | {_block(by_mode.get(mode), best.get((config, mode), Peers(None, None)), gemm)}"
+                for mode in MODES))
+            lines += [f"{'':4s}{MODE_TITLES[r.mode]}: {text}" for r in by_mode.values() if (text := _note(r))]
+    lines += ["-" * len(header),
+              f"speed-up: fastest peer's median / this median (>1: faster); mem: peak MB / leanest peer's peak MB "
+              f"(<1: less); peers: {peers}",
+              "peak MB: extra memory of one call in a fresh process; % mm: share of the torch.mm float32 rate"
+              + ("" if gemm is None else f" measured in this run ({gemm:.0f} GFLOP/s)")]
+    if note:
+        lines.append(note)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _name(r: Result | None) -> str:
+    return "none ran" if r is None else r.method
+
+
+def _note(r: Result) -> str:
+    """The reason under a row: why ``r`` was skipped or failed, or why its memory is missing."""
+    if r.status != "ok":
+        return f"{r.status}: {(r.error or r.skipped).splitlines()[0][:200]}"
+    if r.peak is not None and r.peak.mb is None:
+        return f"peak memory not measured: {r.peak.reason.splitlines()[0][:200]}"
+    return ""
