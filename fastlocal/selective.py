@@ -282,7 +282,7 @@ class _SelectiveEncode(torch.autograd.Function):
                 grads = torch.autograd.grad(features, inputs, g, allow_unused=True)
                 for i, gi in zip(wanted, grads, strict=False):
                     if gi is not None:
-                        param_grads[i] = gi if param_grads[i] is None else param_grads[i].add_(gi)
+                        param_grads[i] = gi if param_grads[i] is None else param_grads[i] + gi  # gi may be a view
                 if want_clips and grads[-1] is not None:
                     clip_grad[index.to(clips.device)] = grads[-1]
         return (None, None, None, clip_grad, *param_grads)

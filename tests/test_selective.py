@@ -148,6 +148,25 @@ def test_gradients_equal_full_backprop_on_sampled_clips(strategy: str, ratio: fl
             torch.testing.assert_close(g, e)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_gradients_equal_on_cuda_with_dropout() -> None:
+    """The CUDA generator's state is replayed too: dropout masks on the GPU match the forward."""
+    encoder = make_encoder(dropout=0.5).cuda()
+    clips, weight = make_clips().cuda(), upstream().cuda()
+    index = sample_indices(N, 0.5, "random", seeded(3))
+    torch.manual_seed(9)
+    features = selective_encode(encoder, clips, 0.5, chunk_size=2, generator=seeded(3))
+    (features * weight).sum().backward()
+    got = param_grads(encoder)
+    torch.manual_seed(9)
+    reference = torch.cat([encoder(c) for c in clips[index.cuda()].split(2)])
+    (reference * weight[index.cuda()]).sum().backward()
+    torch.testing.assert_close(features[index.cuda()], reference)
+    for g, e in zip(got, param_grads(encoder), strict=True):
+        torch.testing.assert_close(g, e)
+
+
 def test_autograd_grad_and_clips_without_grad() -> None:
     """Parameters are inputs of the function: ``torch.autograd.grad`` works; clips get no gradient."""
     encoder, clips, weight = make_encoder(), make_clips(), upstream()
