@@ -15,8 +15,7 @@ import itertools
 import pytest
 import torch
 
-from fastlocal.bench.local_attention import rounds_for, warm_up
-from fastlocal.bench.roi_align import CONFIGS, METHODS, MODES, Config, peak_memory
+from fastlocal.bench.roi_align import CONFIGS, METHODS, MODES, Config, peak_memory, rounds_for, warm_up
 
 CASES = [
     pytest.param(config, mode, method, id=f"{config.label}-{mode}-{method}")

@@ -4,22 +4,24 @@ Semantics as ``csrc/cpu/roi_align_1d.cpp`` (DESIGN.md "Reference semantics /
 RoI-align-1D"): bin p of RoI ``(b, start, end)`` averages ``count`` linearly interpolated
 samples at ``t = start + p * bin + (i + 0.5) * bin / count`` with torchvision's border
 rule. Every kernel evaluates the samples with :func:`_sample`, divisions IEEE-rounded and
-no FMA contraction (``enable_fp_fusion=False``), so the taps are those of the CPU kernel.
+no FMA contraction (``enable_fp_fusion=False``), so sample positions and weights are
+those of the CPU kernel.
 Inputs of any strides; float16 / bfloat16 / float32 accumulate in float32, float64 in
 float64 (RoIs come in that accumulation type, see ``fastlocal/roi_align.py``).
 
 Backward, two schemes:
 
-* default: one program per (RoI, channel block) adds ``grad * w`` to the two frames of
-  each sample with float atomics into a zeroed accumulation-type buffer (summation order
-  varies from run to run);
+* default: one program per (RoI block, channel block) adds ``grad * w`` to the two frames
+  of each sample with float atomics into a zeroed accumulation-type buffer (summation
+  order varies from run to run);
 * deterministic (``torch.are_deterministic_algorithms_enabled()``): sort-and-reduce. A
   first kernel writes every sample's two taps as (key = b * T + frame, weight), the slot
   giving the source (RoI, bin); a stable sort by key groups the taps of each input frame
-  in a fixed order (their slot order); a second kernel gives each (frame, channel block)
-  to one program, which sums its taps' ``w * grad[n, c, p]`` in that order and stores the
-  gradient once. No atomics: bitwise-reproducible run to run. Extra memory is
-  ``O(N * P * max_count)`` taps, independent of C.
+  in a fixed order (their slot order); in a second kernel each gradient element (b, c, t)
+  is one lane of a (frame block, channel block) program, which sums its frame's taps'
+  ``w * grad[n, c, p]`` one after the other in that order and stores the gradient once.
+  No atomics: bitwise-reproducible run to run. Extra memory is ``O(N * P * max_count)``
+  taps, independent of C.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -205,6 +206,19 @@ class Gather(Method):
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (FastLocal("cpu"), FastLocal("reference"), Gather())}
+
+
+def warm_up(method: Method, x: Inputs, mode: str) -> float:
+    """Run ``method`` once (allocations, thread pools) and return a second call's seconds."""
+    method.run(x, mode)
+    start = time.perf_counter()
+    method.run(x, mode)
+    return time.perf_counter() - start
+
+
+def rounds_for(seconds_per_call: float, budget_s: float = 2.0, min_rounds: int = 3, max_rounds: int = 50) -> int:
+    """Timed rounds that fit ``budget_s``, at least ``min_rounds`` (slow calls get exactly that)."""
+    return max(min_rounds, min(max_rounds, int(budget_s / max(seconds_per_call, 1e-9))))
 
 
 def memory_call(method: str, config: dict[str, Any], mode: str) -> Callable[[], object]:
