@@ -96,6 +96,9 @@ def test_quick_plan_shows_what_it_leaves_out() -> None:
     assert skip_reason(suite, "fastlocal[reference]", large, "forward", quick=True, tiny=False) is None
     assert skip_reason(suite, "sdpa_dense", large, "forward", quick=False, tiny=False) is None
     assert "--tiny" in skip_reason(suite, "naive+compile", large, "forward", quick=True, tiny=True)
+    selective = SUITES["selective"]
+    assert "--quick" in skip_reason(selective, "selective-0.3", selective.quick_configs[0], "forward_backward",
+                                    quick=True, tiny=False)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from . import local_attention, roi_align, topk_std
+from . import local_attention, roi_align, selective, topk_std
 from .memory import PeakMemory
 from .suite import Suite
 
@@ -97,8 +97,8 @@ class TopkStd(Suite):
 
     op = topk_std.OP
     configs = topk_std.CONFIGS
-    # One clip's 196 patches instead of a batch of 8 clips.
-    quick_configs = tuple(dataclasses.replace(c, name=f"{c.name}-1clip", B=196) for c in configs)
+    # C-VidTr-S on one clip's 196 patches instead of a batch of 8 clips.
+    quick_configs = (dataclasses.replace(configs[0], name=f"{configs[0].name}-1clip", B=196),)
     tiny_configs = tuple(dataclasses.replace(c, name=f"{c.name}-tiny", B=2, D=8) for c in configs)
     backends: ClassVar[dict[str, str]] = {topk_std.method_name(b): b for b in topk_std.BACKENDS}
     methods = tuple(backends)
@@ -124,4 +124,39 @@ class TopkStd(Suite):
         return topk_std.peak_memory(self.backends[method], config, mode)
 
 
-SUITES: dict[str, Suite] = {s.op: s for s in (LocalAttention(), RoiAlign(), TopkStd())}
+class Selective(Suite):
+    """:mod:`fastlocal.bench.selective`: one training step of a clip encoder, full backprop against
+    checkpointing, ETAD's selective backprop and TALLFormer's long memory."""
+
+    op = "selective"
+    configs = (selective.CONFIG,)
+    # 8 clips of 8x32x32 (16 tokens) through 2 blocks of the same width: one step of the suite's
+    # 32 clips of 196 tokens through 4 blocks takes seconds on 2 cores, per method and round.
+    quick_configs = (dataclasses.replace(selective.CONFIG, clips=8, size=32, depth=2),)
+    tiny_configs = (dataclasses.replace(selective.CONFIG, clips=4, frames=2, size=16, tubelet=(2, 8, 8), dim=16,
+                                        depth=1, heads=2),)
+    methods = selective.METHODS
+    modes = ("forward_backward",)
+    peers = "full (backprop through every clip) and checkpoint (per-clip activation checkpointing)"
+    note = ("selective: forward+backward is one training step (encode the clips, classify, backward, AdamW); "
+            "peak MB is the whole step's, parameters and optimizer state included")
+    # --quick keeps one ratio of each mode: ETAD's and TALLFormer's 0.1.
+    quick_methods = ("full", "checkpoint", "selective-0.1", "tallformer-0.1")
+
+    def is_peer(self, method: str) -> bool:
+        return method in ("full", "checkpoint")
+
+    def quick_skip(self, method: str, config: Any) -> str | None:
+        if method in self.quick_methods:
+            return None
+        return "--quick runs one sampling ratio (0.1); run without --quick for the others"
+
+    def call(self, method: str, config: Any, mode: str) -> Callable[[], tuple[torch.Tensor, ...]]:
+        step = selective.make_step(method, config.to_dict())
+        return lambda: (step(),)
+
+    def peak_memory(self, method: str, config: Any, mode: str) -> PeakMemory:
+        return selective.peak_memory(method, config)
+
+
+SUITES: dict[str, Suite] = {s.op: s for s in (LocalAttention(), RoiAlign(), TopkStd(), Selective())}
