@@ -204,7 +204,7 @@ def fit(
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"]["torch"])
+            torch.set_rng_state(state["rng"]["torch"].cpu())
             start_epoch, history = state["epoch"], state["history"]
             if log:
                 log(f"resumed from {checkpoint} after epoch {start_epoch}")
