@@ -96,6 +96,15 @@ def _store_rows(base, value, rows, stride_t, T, D, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
+def _mm(a, b, PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr):
+    """a @ b accumulated in ACC. UPCAST: Triton's interpreter (3.9) multiplies bfloat16
+    operands wrongly, so there they are widened (exactly) to float32 first."""
+    if UPCAST:
+        a, b = a.to(tl.float32), b.to(tl.float32)
+    return tl.dot(a, b, input_precision=PRECISION, out_dtype=ACC)
+
+
+@triton.jit
 def _key_padding(Mask, b, keys, T, HAS_MASK: tl.constexpr):
     """True where key ``keys`` of batch b may be attended (in range and not padding)."""
     ok = (keys >= 0) & (keys < T)
@@ -114,7 +123,7 @@ def _forward_kernel(
     H, T, D, DV, LEFT, W, WINDOW_KEY, BIAS_OFF, BIAS_SIZE,
     Scales, seed, drop_threshold,
     HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, SHIFT: tl.constexpr, DROPOUT: tl.constexpr,
-    ACC: tl.constexpr, PRECISION: tl.constexpr,
+    ACC: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
     n_blocks = tl.cdiv(T, BLOCK_M)
@@ -136,7 +145,7 @@ def _forward_kernel(
     for n0 in range(lo, hi, BLOCK_N):
         keys = n0 + tl.arange(0, BLOCK_N)
         k = _load_rows(k_base, keys, skt, skd, T, D, BLOCK_D)
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION, out_dtype=ACC) * scale
+        s = _mm(q, tl.trans(k), PRECISION, ACC, UPCAST) * scale
         valid = _visible(rows[:, None], keys[None, :], T, LEFT, W, SHIFT)
         valid &= _key_padding(Mask, b, keys, T, HAS_MASK)[None, :]
         if HAS_BIAS:
@@ -152,7 +161,7 @@ def _forward_kernel(
             keep = _dropout_keep(seed, bh, rows[:, None], keys[None, :], drop_threshold)
             p = tl.where(keep, p * drop_scale, 0.0)
         v = _load_rows(v_base, keys, svt, svd, T, DV, BLOCK_DV)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION, out_dtype=ACC)
+        acc = acc * alpha[:, None] + _mm(p.to(v.dtype), v, PRECISION, ACC, UPCAST)
         m_i = m_new
 
     empty = l_i == 0.0  # no visible key: output zeros, lse = -inf
@@ -182,7 +191,7 @@ def _backward_dkdv_kernel(
     H, T, D, DV, LEFT, W, WINDOW_KEY, BIAS_OFF, BIAS_SIZE,
     Scales, seed, drop_threshold,
     HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, SHIFT: tl.constexpr, DROPOUT: tl.constexpr,
-    ACC: tl.constexpr, PRECISION: tl.constexpr,
+    ACC: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
     n_blocks = tl.cdiv(T, BLOCK_N)
@@ -215,22 +224,22 @@ def _backward_dkdv_kernel(
         lse = tl.load(Lse + bh_rows + rows, mask=rows < T, other=0.0)
         delta = tl.load(Delta + bh_rows + rows, mask=rows < T, other=0.0)
         # Transposed tile [keys, rows]: the accumulators are per key.
-        s = tl.dot(k, tl.trans(q), input_precision=PRECISION, out_dtype=ACC) * scale
+        s = _mm(k, tl.trans(q), PRECISION, ACC, UPCAST) * scale
         valid = _visible(rows[None, :], keys[:, None], T, LEFT, W, SHIFT) & key_ok[:, None]
         if HAS_BIAS:
             rel = keys[:, None] - rows[None, :] + BIAS_OFF
             s += tl.load(Bias + h * BIAS_SIZE + rel, mask=valid, other=0.0).to(ACC)
         p = tl.where(valid, tl.exp(s - lse[None, :]), 0.0)
-        dp = tl.dot(v, tl.trans(do), input_precision=PRECISION, out_dtype=ACC)
+        dp = _mm(v, tl.trans(do), PRECISION, ACC, UPCAST)
         if DROPOUT:
             keep = _dropout_keep(seed, bh, rows[None, :], keys[:, None], drop_threshold)
             dropped = tl.where(keep, p * drop_scale, 0.0)
             dp = tl.where(keep, dp * drop_scale, 0.0)
         else:
             dropped = p
-        dv += tl.dot(dropped.to(do.dtype), do, input_precision=PRECISION, out_dtype=ACC)
+        dv += _mm(dropped.to(do.dtype), do, PRECISION, ACC, UPCAST)
         ds = p * (dp - delta[None, :])
-        dk += tl.dot(ds.to(q.dtype), q, input_precision=PRECISION, out_dtype=ACC)
+        dk += _mm(ds.to(q.dtype), q, PRECISION, ACC, UPCAST)
     _store_rows(DK + bh_rows * D, dk * scale, keys, D, T, D, BLOCK_D)
     _store_rows(DV_ + bh_rows * DV, dv, keys, DV, T, DV, BLOCK_DV)
 
@@ -242,7 +251,7 @@ def _backward_dq_kernel(
     H, T, D, DV, LEFT, W, WINDOW_KEY, BIAS_OFF, BIAS_SIZE,
     Scales, seed, drop_threshold,
     HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, SHIFT: tl.constexpr, DROPOUT: tl.constexpr,
-    ACC: tl.constexpr, PRECISION: tl.constexpr,
+    ACC: tl.constexpr, PRECISION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):
     SPAN: tl.constexpr = 2 * BLOCK_M  # >= BLOCK_M + BLOCK_R - 1 keys (configs keep BLOCK_R <= BLOCK_M)
@@ -276,8 +285,8 @@ def _backward_dq_kernel(
         span = m0 + d0 + tl.arange(0, SPAN)
         k = _load_rows(k_base, span, skt, skd, T, D, BLOCK_D)
         v = _load_rows(v_base, span, svt, svd, T, DV, BLOCK_DV)
-        s = tl.gather(tl.dot(q, tl.trans(k), input_precision=PRECISION, out_dtype=ACC), skew, 1) * scale
-        dp = tl.gather(tl.dot(do, tl.trans(v), input_precision=PRECISION, out_dtype=ACC), skew, 1)
+        s = tl.gather(_mm(q, tl.trans(k), PRECISION, ACC, UPCAST), skew, 1) * scale
+        dp = tl.gather(_mm(do, tl.trans(v), PRECISION, ACC, UPCAST), skew, 1)
         d = d0 + tl.arange(0, BLOCK_R)
         keys = rows[:, None] + d[None, :]
         valid = _visible(rows[:, None], keys, T, LEFT, W, SHIFT) & (d[None, :] <= d_hi)
@@ -295,7 +304,7 @@ def _backward_dq_kernel(
             ws = DBias + (bh.to(tl.int64) * n_blocks + block) * BIAS_SIZE
             tl.store(ws + d + BIAS_OFF, tl.sum(ds, 0), mask=d <= d_hi)
         ds_span = tl.where(in_tile, tl.gather(ds, unskew, 1), 0.0)
-        dq += tl.dot(ds_span.to(k.dtype), k, input_precision=PRECISION, out_dtype=ACC)
+        dq += _mm(ds_span.to(k.dtype), k, PRECISION, ACC, UPCAST)
     _store_rows(DQ + bh_rows * D, dq * scale, rows, D, T, D, BLOCK_D)
 
 
@@ -499,7 +508,8 @@ def _attention_args(q, v, rpb, key_padding_mask, left, right, shift, scale, drop
         BIAS_OFF=_bias_offset(left, right, shift), BIAS_SIZE=0 if rpb is None else rpb.shape[1],
         Scales=_scales(q, scale, dropout_p), seed=seed, drop_threshold=keep_threshold(dropout_p),
         HAS_BIAS=rpb is not None, HAS_MASK=key_padding_mask is not None, SHIFT=shift, DROPOUT=dropout_p > 0,
-        ACC=_acc(q.dtype), PRECISION=_precision(q.dtype), BLOCK_D=_block(q.shape[3]), BLOCK_DV=_block(v.shape[3]),
+        ACC=_acc(q.dtype), PRECISION=_precision(q.dtype), UPCAST=triton_interpreted() and q.dtype == torch.bfloat16,
+        BLOCK_D=_block(q.shape[3]), BLOCK_DV=_block(v.shape[3]),
     )
 
 
@@ -576,7 +586,7 @@ def local_attention_probs_backward(grad, probs, q, k, rows, rpb, key_padding_mas
     """
     B, H, T, D = q.shape
     R, W = rows.shape[1], left + right + 1
-    dq, dk = torch.zeros_like(q), torch.zeros_like(q)
+    dq, dk = q.new_zeros((B, H, T, D)), q.new_zeros((B, H, T, D))  # contiguous, as the kernels write them
     if probs.numel() == 0 or D == 0:
         return dq, dk, None if rpb is None else torch.zeros_like(rpb)
     rows = rows.contiguous()

@@ -75,6 +75,11 @@ def _backend_param(name: str):
 _NAMES = tuple(dict.fromkeys((*LA.IMPLEMENTED, *GPU_BACKENDS)))
 BACKENDS = [_backend_param(name) for name in _NAMES]
 OTHERS = [_backend_param(name) for name in _NAMES if name != REF]  # tested against the reference
+# Triton under TRITON_INTERPRET=1 runs every program in numpy, ~1000x slower than compiled:
+# it gets the whole sweep at small sizes (INTERPRETED) and sits out the longest sequences.
+_INTERPRETED = ("triton",) if triton_interpreted() else ()
+INTERPRETED = [_backend_param(name) for name in _INTERPRETED]
+AT_SCALE = [_backend_param(name) for name in _NAMES if name != REF and name not in _INTERPRETED]
 
 
 def device_of(backend: str) -> torch.device:
@@ -452,12 +457,15 @@ def test_gradcheck(T, left, right, edge, padded, backend):
         mask[1, :] = True
     q, k, v, rpb = on(backend, q, k, v, rpb, grad=True)
     kw = {**window_kwargs(left, right, edge), "key_padding_mask": on(backend, mask)[0], "backend": backend}
+    # Interpreted Triton runs each call ~100x slower: gradcheck's fast mode checks the
+    # Jacobian along random directions (a few calls) instead of column by column.
+    fast = backend == "triton" and triton_interpreted()
     assert torch.autograd.gradcheck(
-        lambda q, k, v, rpb: fastlocal.local_attention(q, k, v, rpb=rpb, **kw), (q, k, v, rpb)
+        lambda q, k, v, rpb: fastlocal.local_attention(q, k, v, rpb=rpb, **kw), (q, k, v, rpb), fast_mode=fast
     )
     rows = torch.tensor([0, T // 2, T - 1], device=q.device)
     assert torch.autograd.gradcheck(
-        lambda q, k, rpb: fastlocal.local_attention_probs(q, k, rows, rpb=rpb, **kw), (q, k, rpb)
+        lambda q, k, rpb: fastlocal.local_attention_probs(q, k, rows, rpb=rpb, **kw), (q, k, rpb), fast_mode=fast
     )
 
 
@@ -699,9 +707,7 @@ def padding_mask(kind: str, B: int, T: int, W: int, gen: torch.Generator) -> tor
 LONG_T = (513, 700, 1100)
 
 
-@pytest.mark.parametrize("backend", OTHERS)
-@settings(max_examples=300, deadline=None)
-@given(
+SWEEP = dict(
     B=st.integers(1, 2),
     H=st.integers(1, 3),
     left=st.integers(0, 8),
@@ -719,8 +725,26 @@ LONG_T = (513, 700, 1100)
     rows_per_batch=st.booleans(),
     seed=st.integers(0, 2**16),
 )
-def test_matches_reference_backend(backend, B, H, left, right, edge, T_draw, D, Dv, use_rpb, padding, dtype, layout,
-                                   scale_factor, dropout_p, rows_per_batch, seed):
+
+
+@pytest.mark.parametrize("backend", AT_SCALE)
+@settings(max_examples=300, deadline=None)
+@given(**SWEEP)
+def test_matches_reference_backend(backend, **case):
+    """Forward and the four gradients, then probs and its three, against the reference backend."""
+    check_matches_reference(backend, **case)
+
+
+@pytest.mark.parametrize("backend", INTERPRETED)
+@settings(max_examples=40, deadline=None)
+@given(**{**SWEEP, "T_draw": st.floats(0.0, 1.0)})
+def test_matches_reference_backend_interpreted(backend, **case):
+    """The same sweep for interpreted Triton: fewer examples, T up to 3 windows."""
+    check_matches_reference(backend, **case)
+
+
+def check_matches_reference(backend, B, H, left, right, edge, T_draw, D, Dv, use_rpb, padding, dtype, layout,
+                            scale_factor, dropout_p, rows_per_batch, seed):
     """Forward and the four gradients, then probs and its three, against the reference backend.
 
     The reference always gets contiguous inputs; the backend under test gets ``layout``.
@@ -813,7 +837,7 @@ def reproduced_rows(s: int, e: int, T: int, half: int) -> torch.Tensor:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", OTHERS)
+@pytest.mark.parametrize("backend", AT_SCALE)
 @pytest.mark.parametrize("edge", ["clip", "shift"])
 def test_long_sequence_against_reference_slices(backend, edge):
     """T = 65,536: the backend on the whole sequence, the reference on slices of rows.
