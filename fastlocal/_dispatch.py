@@ -66,7 +66,6 @@ def _probe(name: str) -> tuple[ModuleType | None, str]:
     raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
 
 
-@torch.compiler.assume_constant_result
 def _missing(name: str) -> str:
     """Why backend ``name`` is unusable in this process, or "" when it is usable.
 
@@ -75,6 +74,13 @@ def _missing(name: str) -> str:
     :func:`resolve_backend` is traced, so Dynamo guards on the ``use_backend`` stack.
     """
     return _probe(name)[1]
+
+
+# What ``torch.compiler.assume_constant_result`` does, without its import of torch._dynamo
+# (1.3 s, paid by every process that imports fastlocal, e.g. each benchmark memory probe).
+# tests/test_compile.py compiles every op with fullgraph=True, so a torch that reads
+# another marker fails there.
+_missing._dynamo_marked_constant = True
 
 
 def triton_interpreted() -> bool:
