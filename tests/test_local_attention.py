@@ -792,6 +792,8 @@ def check_matches_reference(backend, B, H, left, right, edge, T_draw, D, Dv, use
 )
 def test_matches_reference_backend_large(backend, T, D, Dv, left, right, edge, dtype):
     B, H = 1, 2
+    if backend in _INTERPRETED and D < 256:  # same shapes a quarter the size: windows still span many tiles
+        T, left, right = T // 4, left // 4, right // 4
     g = torch.Generator().manual_seed(T + D + left)
     q, k, v = (rand(B, H, T, d, gen=g).to(dtype) for d in (D, D, Dv))
     rpb = rand(H, bias_size(left, right, edge), gen=g).to(dtype)
