@@ -28,8 +28,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <limits>
 #include <tuple>
+#include <type_traits>
 #include <vector>
+
+#include <sys/mman.h>
 
 #include "ops.h"
 
@@ -88,6 +92,26 @@ inline T lane_sum(vec<T> v) {
   T s = 0;
   for (int l = 0; l < kLanes<T>; ++l) s += v[l];
   return s;
+}
+// Floats by pairs, ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7)): the order reduce8
+// gives every lane, so a sum comes out the same by either.
+template <>
+inline float lane_sum<float>(vec<float> v) {
+  return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
+
+// Pairwise sums of neighbours: [a0+a1, a2+a3, b0+b1, b2+b3, a4+a5, a6+a7, b4+b5, b6+b7].
+inline vec<float> hadd(vec<float> a, vec<float> b) {
+  return __builtin_shufflevector(a, b, 0, 2, 8, 10, 4, 6, 12, 14) +
+         __builtin_shufflevector(a, b, 1, 3, 9, 11, 5, 7, 13, 15);
+}
+
+// Lane l of the result = lane_sum(x[l]), eight sums at the cost of about two.
+inline vec<float> reduce8(const vec<float>* x) {
+  const vec<float> u0 = hadd(hadd(x[0], x[1]), hadd(x[2], x[3]));
+  const vec<float> u1 = hadd(hadd(x[4], x[5]), hadd(x[6], x[7]));
+  return __builtin_shufflevector(u0, u1, 0, 1, 2, 3, 8, 9, 10, 11) +
+         __builtin_shufflevector(u0, u1, 4, 5, 6, 7, 12, 13, 14, 15);
 }
 
 // e^x for 8 floats: x = k ln2 + r with k = floor(x / ln2 + 1/2) and a two-part (Cody-Waite)
@@ -166,6 +190,48 @@ void rows_times(const T* w, int64_t ldw, int64_t na, int64_t nb, const T* x, int
   }
 }
 
+// out[i * ldo + j] = sum_c a[i * lda + c] * b[j * ldb + c] for i < na, j < nb, over dp
+// columns (a multiple of kLanes; a and b hold them). Each element is one vector sum over c
+// then one lane sum, the same instructions wherever (i, j) falls in the tiles: bitwise-equal
+// rows of a give bitwise-equal rows of out. Tiles of 2 x 4: 8 accumulators, 6 loads.
+template <typename T, int R, int C>
+inline void dots_block(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t dp, T* out, int64_t ldo) {
+  vec<T> acc[R][C] = {};
+  for (int64_t c = 0; c < dp; c += kLanes<T>) {
+    vec<T> bv[C];
+    for (int j = 0; j < C; ++j) bv[j] = vload(b + j * ldb + c);
+    for (int i = 0; i < R; ++i) {
+      const vec<T> av = vload(a + i * lda + c);
+      for (int j = 0; j < C; ++j) acc[i][j] += av * bv[j];
+    }
+  }
+  if constexpr (std::is_same<T, float>::value && R * C == 8) {
+    const vec<float> sums = reduce8(&acc[0][0]);
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < C; ++j) out[i * ldo + j] = sums[i * C + j];
+  } else {
+    for (int i = 0; i < R; ++i)
+      for (int j = 0; j < C; ++j) out[i * ldo + j] = lane_sum<T>(acc[i][j]);
+  }
+}
+
+template <typename T, int R>
+inline void dots_rows(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t nb, int64_t dp, T* out, int64_t ldo) {
+  int64_t j = 0;
+  if constexpr (R == 1)
+    for (; j + 8 <= nb; j += 8) dots_block<T, 1, 8>(a, lda, b + j * ldb, ldb, dp, out + j, ldo);
+  for (; j + 4 <= nb; j += 4) dots_block<T, R, 4>(a, lda, b + j * ldb, ldb, dp, out + j, ldo);
+  for (; j < nb; ++j) dots_block<T, R, 1>(a, lda, b + j * ldb, ldb, dp, out + j, ldo);
+}
+
+template <typename T>
+void dots(const T* a, int64_t lda, int64_t na, const T* b, int64_t ldb, int64_t nb, int64_t dp, T* out,
+          int64_t ldo) {
+  int64_t i = 0;
+  for (; i + 2 <= na; i += 2) dots_rows<T, 2>(a + i * lda, lda, b, ldb, nb, dp, out + i * ldo, ldo);
+  if (i < na) dots_rows<T, 1>(a + i * lda, lda, b, ldb, nb, dp, out + i * ldo, ldo);
+}
+
 // ---- row softmax pieces (columns j < n of a row padded to np) ----------------------------------
 
 template <typename T>
@@ -242,6 +308,29 @@ inline void store_row(const T* src, int64_t cols, T mul, S* dst) {
   for (int64_t c = 0; c < cols; ++c) dst[c] = static_cast<S>(src[c] * mul);
 }
 
+// Rows [0, n) of problem (b, h) as a [n, ceil_to(cols, kLanes)] matrix with leading
+// dimension *ld: the input itself when it already is one (accumulation dtype, unit column
+// stride, whole vectors per row), else a copy in `scratch` (whose padding stays 0).
+template <typename S, typename T>
+inline bool direct(const Strided<S>& in, int64_t cols) {
+  return std::is_same<S, T>::value && in.sc == 1 && cols % kLanes<T> == 0;
+}
+
+template <typename S, typename T>
+inline const T* rows_of(const Strided<S>& in, int64_t b, int64_t h, int64_t n, int64_t cols, T* scratch,
+                        int64_t* ld) {
+  if constexpr (std::is_same<S, T>::value) {
+    if (direct<S, T>(in, cols)) {
+      *ld = in.st;
+      return in.data + b * in.sb + h * in.sh;
+    }
+  }
+  const int64_t cp = ceil_to(cols, kLanes<T>);
+  for (int64_t t = 0; t < n; ++t) load_row(in, b, h, t, cols, T(1), scratch + t * cp);
+  *ld = cp;
+  return scratch;
+}
+
 template <typename S, typename T>
 struct Problem {
   Strided<S> q, k, v;
@@ -255,24 +344,23 @@ struct Problem {
   int64_t rows() const { return keep + first; }
 };
 
-// Row j ranks before row i: larger score, NaN above everything, ties to the lower index
-// (a strict total order, so exactly `keep` rows are kept whatever the scores).
-template <typename T>
-inline bool ranks_before(T sj, int64_t j, T si, int64_t i) {
-  const bool nj = std::isnan(sj), ni = std::isnan(si);
-  if (nj != ni) return nj;
-  if (!nj && sj != si) return sj > si;
-  return j < i;
-}
-
-// Kept rows into sel[0 : rows), ascending (row 0 first with exclude_first).
+// Kept rows into sel[0 : rows), ascending (row 0 first with exclude_first). Row j ranks
+// before row i: larger score, NaN above everything, ties to the lower index (a strict
+// total order, so exactly `keep` rows are kept whatever the scores).
+// `key` (n entries of scratch) holds the scores with NaN made +inf (scores are stds of
+// probabilities, finite or NaN), so the order above is: larger key, then lower index.
 template <typename S, typename T>
-inline void select_rows(const Problem<S, T>& p, const T* score, int64_t* sel) {
+inline void select_rows(const Problem<S, T>& p, const T* score, T* key, int64_t* sel) {
+  for (int64_t i = 0; i < p.n; ++i) {
+    const T si = score[i];
+    key[i] = std::isnan(si) ? std::numeric_limits<T>::infinity() : std::min(si, std::numeric_limits<T>::max());
+  }
   int64_t r = 0;
   if (p.first) sel[r++] = 0;
   for (int64_t i = p.first; i < p.n; ++i) {
-    int64_t rank = 0;
-    for (int64_t j = p.first; j < p.n && rank < p.keep; ++j) rank += ranks_before(score[j], j, score[i], i);
+    const T ki = key[i];
+    int32_t rank = 0;
+    for (int64_t j = p.first; j < p.n; ++j) rank += (key[j] > ki) | ((key[j] == ki) & (j < i));
     if (rank < p.keep) sel[r++] = i;
   }
 }
@@ -293,33 +381,35 @@ struct Forward {
   int64_t* index;  // [BH, keep]
   T* lse;        // [BH, rows]
 
-  // Scratch layout (elements of T), shared by every problem of a thread.
-  int64_t q_at() const { return 0; }                                  // [n, d], scaled
-  int64_t kt_at() const { return q_at() + p.n * p.d; }                // [d, np], k transposed
-  int64_t v_at() const { return kt_at() + p.d * p.np(); }             // [n, dvp]
+  // Scratch layout (elements of T), shared by every problem of a thread. q, k, v are used
+  // in place when rows_of can (float32 / float64 with unit column stride): then their
+  // scratch stays unused.
+  int64_t q_at() const { return 0; }                                  // [n, dp]
+  int64_t k_at() const { return q_at() + p.n * p.dp(); }              // [n, dp]
+  int64_t v_at() const { return k_at() + p.n * p.dp(); }              // [n, dvp]
   int64_t s_at() const { return v_at() + p.n * p.dvp(); }             // [n, np], exp(S - max)
   int64_t w_at() const { return s_at() + p.n * p.np(); }              // [rows, np], kept rows
   int64_t o_at() const { return w_at() + p.rows() * p.np(); }         // [rows, dvp]
-  int64_t stat_at() const { return o_at() + p.rows() * p.dvp(); }     // [3, n]: max, sum, score
-  int64_t scratch() const { return stat_at() + 3 * p.n; }
+  int64_t stat_at() const { return o_at() + p.rows() * p.dvp(); }     // [4, n]: max, sum, score, key
+  int64_t scratch() const { return stat_at() + 4 * p.n; }
 
   void run(int64_t bh, T* buf, int64_t* sel) const {
     const int64_t b = bh / p.heads, h = bh % p.heads, n = p.n, np = p.np(), rows = p.rows();
-    T *q = buf + q_at(), *kt = buf + kt_at(), *v = buf + v_at(), *s = buf + s_at(), *w = buf + w_at();
+    T *s = buf + s_at(), *w = buf + w_at();
     T *o = buf + o_at(), *rmax = buf + stat_at(), *rsum = rmax + n, *score = rsum + n;
-    for (int64_t t = 0; t < n; ++t) {
-      load_row(p.q, b, h, t, p.d, p.scale, q + t * p.d);
-      load_column(p.k, b, h, t, p.d, kt + t, np);
-      load_row(p.v, b, h, t, p.dv, T(1), v + t * p.dvp());
-    }
-    rows_times(q, p.d, n, p.d, kt, np, n, s, np);  // S = (scale q) k^T
+    int64_t ldq, ldk, ldv;
+    const T* q = rows_of(p.q, b, h, n, p.d, buf + q_at(), &ldq);
+    const T* k = rows_of(p.k, b, h, n, p.d, buf + k_at(), &ldk);
+    const T* v = rows_of(p.v, b, h, n, p.dv, buf + v_at(), &ldv);
+    dots(q, ldq, n, k, ldk, n, p.dp(), s, np);  // q k^T (padding columns stay 0)
     for (int64_t i = 0; i < n; ++i) {
       T* row = s + i * np;
+      scale_row(row, np, p.scale);  // S = (q k^T) scale
       rmax[i] = row_max(row, n);
       rsum[i] = exp_shifted(row, n, np, rmax[i]);
       score[i] = row_std(row, n, np, rsum[i]) / rsum[i];  // std(A_i) = std(e_i) / sum(e_i)
     }
-    select_rows(p, score, sel);
+    select_rows(p, score, score + n, sel);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t i = sel[r];
       T* wr = w + r * np;
@@ -329,8 +419,15 @@ struct Forward {
       lse[bh * rows + r] = rmax[i] + std::log(rsum[i]);
       if (r >= p.first) index[bh * p.keep + r - p.first] = i;
     }
-    rows_times(w, np, rows, n, v, p.dvp(), p.dv, o, p.dvp());  // out = A[kept] v
-    for (int64_t r = 0; r < rows; ++r) store_row(o + r * p.dvp(), p.dv, T(1), out + (bh * rows + r) * p.dv);
+    S* out_bh = out + bh * rows * p.dv;
+    if constexpr (std::is_same<S, T>::value) {
+      if (p.dv % kLanes<T> == 0) {  // whole vectors per row: straight into the output
+        rows_times(w, np, rows, n, v, ldv, p.dv, out_bh, p.dv);
+        return;
+      }
+    }
+    rows_times(w, np, rows, n, v, ldv, p.dv, o, p.dvp());  // out = A[kept] v
+    for (int64_t r = 0; r < rows; ++r) store_row(o + r * p.dvp(), p.dv, T(1), out_bh + r * p.dv);
   }
 };
 
@@ -344,14 +441,13 @@ struct Backward {
   const T* lse;          // [BH, rows]
   S *dq, *dk, *dv;       // contiguous, like q, k, v
 
-  int64_t q_at() const { return 0; }                                 // [rows, dp], kept q rows, scaled
-  int64_t kt_at() const { return q_at() + p.rows() * p.dp(); }       // [d, np]
-  int64_t k_at() const { return kt_at() + p.d * p.np(); }            // [n, dp]
-  int64_t vt_at() const { return k_at() + p.n * p.dp(); }            // [dv, np]
-  int64_t g_at() const { return vt_at() + p.dv * p.np(); }           // [rows, dvp], upstream gradient
+  int64_t q_at() const { return 0; }                                 // [rows, dp], kept q rows
+  int64_t k_at() const { return q_at() + p.rows() * p.dp(); }        // [n, dp] (unless direct)
+  int64_t v_at() const { return k_at() + p.n * p.dp(); }             // [n, dvp] (unless direct)
+  int64_t g_at() const { return v_at() + p.n * p.dvp(); }            // [rows, dvp], upstream gradient
   int64_t a_at() const { return g_at() + p.rows() * p.dvp(); }       // [rows, np], kept rows of A
   int64_t a2_at() const { return a_at() + p.rows() * p.np(); }       // [rows, np], after 2nd softmax
-  int64_t da_at() const { return a2_at() + p.rows() * p.np(); }      // [rows, np], dA, then dS
+  int64_t da_at() const { return a2_at() + p.rows() * p.np(); }      // [rows, np], dA, then scale dS
   int64_t t_at() const { return da_at() + p.rows() * p.np(); }       // [n, rows], a transpose
   int64_t dq_at() const { return t_at() + p.n * p.rows(); }          // [rows, dp]
   int64_t dk_at() const { return dq_at() + p.rows() * p.dp(); }      // [n, dp]
@@ -366,23 +462,22 @@ struct Backward {
   void run(int64_t bh, T* buf, int64_t* sel) const {
     const int64_t b = bh / p.heads, h = bh % p.heads, n = p.n, np = p.np(), rows = p.rows();
     const int64_t dp = p.dp(), dvp = p.dvp();
-    T *q = buf + q_at(), *kt = buf + kt_at(), *k = buf + k_at(), *vt = buf + vt_at(), *g = buf + g_at();
+    T *q = buf + q_at();
     T *a = buf + a_at(), *a2 = buf + a2_at(), *da = buf + da_at(), *tr = buf + t_at();
     T *gq = buf + dq_at(), *gk = buf + dk_at(), *gv = buf + dv_at();
     if (p.first) sel[0] = 0;
     for (int64_t r = p.first; r < rows; ++r) sel[r] = index[bh * p.keep + r - p.first];
-    for (int64_t r = 0; r < rows; ++r) {
-      load_row(p.q, b, h, sel[r], p.d, p.scale, q + r * dp);
-      load_row(grad, b, h, r, p.dv, T(1), g + r * dvp);
+    for (int64_t r = 0; r < rows; ++r) load_row(p.q, b, h, sel[r], p.d, T(1), q + r * dp);
+    int64_t ldk, ldv, ldg;
+    const T* k = rows_of(p.k, b, h, n, p.d, buf + k_at(), &ldk);
+    const T* v = rows_of(p.v, b, h, n, p.dv, buf + v_at(), &ldv);
+    const T* g = rows_of(grad, b, h, rows, p.dv, buf + g_at(), &ldg);
+    dots(q, dp, rows, k, ldk, n, dp, a, np);     // q k^T of the kept rows, as in the forward
+    dots(g, ldg, rows, v, ldv, n, dvp, da, np);  // dA' = dout v^T
+    for (int64_t r = 0; r < rows; ++r) {  // A = exp(S - lse)
+      scale_row(a + r * np, np, p.scale);
+      exp_shifted(a + r * np, n, np, lse[bh * rows + r]);
     }
-    for (int64_t t = 0; t < n; ++t) {
-      load_column(p.k, b, h, t, p.d, kt + t, np);
-      load_row(p.k, b, h, t, p.d, T(1), k + t * dp);
-      load_column(p.v, b, h, t, p.dv, vt + t, np);
-    }
-    rows_times(q, dp, rows, p.d, kt, np, n, a, np);   // S of the kept rows
-    rows_times(g, dvp, rows, p.dv, vt, np, n, da, np);  // dA' = dout v^T
-    for (int64_t r = 0; r < rows; ++r) exp_shifted(a + r * np, n, np, lse[bh * rows + r]);  // A = exp(S - lse)
     const T* used = a;  // the rows multiplied by v
     if (p.second) {
       // A' = softmax(A): dA = A' * (dA' - sum_j A' dA').
@@ -398,23 +493,38 @@ struct Backward {
       used = a2;
     }
     transpose(used, rows, n, np, tr);
-    rows_times(tr, rows, n, rows, g, dvp, p.dv, gv, dvp);  // dv = used^T dout
-    for (int64_t r = 0; r < rows; ++r) {  // dS = A * (dA - sum_j A dA)
+    S* dv_bh = dv + bh * n * p.dv;
+    S* dk_bh = dk + bh * n * p.d;
+    bool dv_done = false, dk_done = false;
+    if constexpr (std::is_same<S, T>::value) {
+      if (p.dv % kLanes<T> == 0) {  // dv = used^T dout, straight into the output
+        rows_times(tr, rows, n, rows, g, ldg, p.dv, dv_bh, p.dv);
+        dv_done = true;
+      }
+    }
+    if (!dv_done) rows_times(tr, rows, n, rows, g, ldg, p.dv, gv, dvp);
+    for (int64_t r = 0; r < rows; ++r) {  // scale dS = scale A * (dA - sum_j A dA)
       const T* ar = a + r * np;
       T* dar = da + r * np;
       T dot = 0;
       for (int64_t j = 0; j < n; ++j) dot += ar[j] * dar[j];
-      for (int64_t j = 0; j < n; ++j) dar[j] = ar[j] * (dar[j] - dot);
+      for (int64_t j = 0; j < n; ++j) dar[j] = ar[j] * (dar[j] - dot) * p.scale;
     }
-    rows_times(da, np, rows, n, k, dp, p.d, gq, dp);  // dq[kept] = scale dS k
+    rows_times(da, np, rows, n, k, ldk, p.d, gq, dp);  // dq[kept] = scale dS k
     transpose(da, rows, n, np, tr);
-    rows_times(tr, rows, n, rows, q, dp, p.d, gk, dp);  // dk = dS^T (scale q)
+    if constexpr (std::is_same<S, T>::value) {
+      if (p.d % kLanes<T> == 0) {  // dk = scale dS^T q, straight into the output
+        rows_times(tr, rows, n, rows, q, dp, p.d, dk_bh, p.d);
+        dk_done = true;
+      }
+    }
+    if (!dk_done) rows_times(tr, rows, n, rows, q, dp, p.d, gk, dp);
     S* dq_bh = dq + bh * n * p.d;
-    std::fill(dq_bh, dq_bh + n * p.d, static_cast<S>(0));
-    for (int64_t r = 0; r < rows; ++r) store_row(gq + r * dp, p.d, p.scale, dq_bh + sel[r] * p.d);
+    std::fill(dq_bh, dq_bh + n * p.d, static_cast<S>(0));  // in cache: rewriting kept rows is cheap
+    for (int64_t r = 0; r < rows; ++r) store_row(gq + r * dp, p.d, T(1), dq_bh + sel[r] * p.d);
     for (int64_t t = 0; t < n; ++t) {
-      store_row(gk + t * dp, p.d, T(1), dk + (bh * n + t) * p.d);
-      store_row(gv + t * dvp, p.dv, T(1), dv + (bh * n + t) * p.dv);
+      if (!dk_done) store_row(gk + t * dp, p.d, T(1), dk_bh + t * p.d);
+      if (!dv_done) store_row(gv + t * dvp, p.dv, T(1), dv_bh + t * p.dv);
     }
   }
 };
@@ -480,6 +590,25 @@ Problem<S, T> make_problem(const at::Tensor& q, const at::Tensor& k, const at::T
 
 at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
+// A fresh output tensor. Large ones get their own 2 MiB-aligned block advised to use
+// transparent huge pages: the kernel writes every element once, and first-touch faults of
+// 4 KiB pages (one per 4 KiB written, each clearing its page) cost several times the
+// writes themselves (~1 GB/s against ~10 GB/s on the 2-core test machine). With
+// THP off or unavailable madvise fails harmlessly and this is a plain aligned allocation.
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  constexpr size_t kHuge = size_t(2) << 20;
+  const size_t bytes = static_cast<size_t>(c10::multiply_integers(sizes)) * c10::elementSize(
+      c10::typeMetaToScalarType(options.dtype()));
+  if (bytes < 2 * kHuge) return at::empty(sizes, options);
+  const size_t len = (bytes + kHuge - 1) / kHuge * kHuge;
+  void* data = nullptr;
+  if (posix_memalign(&data, kHuge, len) != 0) return at::empty(sizes, options);
+#ifdef MADV_HUGEPAGE
+  madvise(data, len, MADV_HUGEPAGE);
+#endif
+  return at::from_blob(data, sizes, [](void* p) { std::free(p); }, options.device(at::kCPU));
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_forward(const at::Tensor& q, const at::Tensor& k,
@@ -489,7 +618,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_forward(const 
   check_inputs(q, k, v, keep, exclude_first);
   TORCH_CHECK_VALUE(q.device().is_cpu(), "q, k, v must be CPU tensors, got ", q.device());
   const int64_t B = q.size(0), H = q.size(1), rows = keep + (exclude_first ? 1 : 0);
-  at::Tensor out = at::empty({B, H, rows, v.size(3)}, q.options());
+  at::Tensor out = empty_output({B, H, rows, v.size(3)}, q.options());
   at::Tensor index = at::empty({B, H, keep}, q.options().dtype(at::kLong));
   at::Tensor lse = at::empty({B, H, rows}, q.options().dtype(acc_type(q.scalar_type())));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "topk_std_attention_forward", [&] {
@@ -522,8 +651,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_backward(
   const int64_t* idx = index.const_data_ptr<int64_t>();
   for (int64_t m = 0; m < index.numel(); ++m)  // the kernel gathers q rows by these
     TORCH_CHECK_VALUE(idx[m] >= first && idx[m] < T, "index values must be in [", first, ", ", T, "), got ", idx[m]);
-  at::Tensor dq = at::empty(q.sizes(), q.options()), dk = at::empty(k.sizes(), k.options());
-  at::Tensor dv = at::empty(v.sizes(), v.options());
+  at::Tensor dq = empty_output(q.sizes(), q.options()), dk = empty_output(k.sizes(), k.options());
+  at::Tensor dv = empty_output(v.sizes(), v.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "topk_std_attention_backward", [&] {
     using T = at::opmath_type<scalar_t>;
     const Backward<scalar_t, T> kernel{make_problem<scalar_t, T>(q, k, v, keep, exclude_first, scale, second_softmax),
