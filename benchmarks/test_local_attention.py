@@ -30,10 +30,10 @@ from fastlocal.bench.local_attention import (
     Result,
     gemm_gflops,
     peak_memory,
-    rounds_for,
     useful_gflop,
     warm_up,
 )
+from fastlocal.bench.suite import rounds_for
 
 _NO_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CASES = [

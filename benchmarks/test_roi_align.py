@@ -15,7 +15,8 @@ import itertools
 import pytest
 import torch
 
-from fastlocal.bench.roi_align import CONFIGS, METHODS, MODES, Config, peak_memory, rounds_for, warm_up
+from fastlocal.bench.roi_align import CONFIGS, METHODS, MODES, Config, peak_memory, warm_up
+from fastlocal.bench.suite import rounds_for
 
 CASES = [
     pytest.param(config, mode, method, id=f"{config.label}-{mode}-{method}")

@@ -16,6 +16,7 @@ import itertools
 import pytest
 import torch
 
+from fastlocal.bench.suite import rounds_for
 from fastlocal.bench.topk_std import (
     BACKENDS,
     CONFIGS,
@@ -24,7 +25,6 @@ from fastlocal.bench.topk_std import (
     make_inputs,
     method_name,
     peak_memory,
-    rounds_for,
     timed_call,
     unavailable,
     warm_up,

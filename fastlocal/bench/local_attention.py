@@ -433,11 +433,6 @@ METHODS: dict[str, Method] = {
 }
 
 
-def rounds_for(seconds_per_call: float, budget_s: float = 2.0, min_rounds: int = 3, max_rounds: int = 100) -> int:
-    """Timed rounds that fit ``budget_s``, at least ``min_rounds`` (slow calls get exactly that)."""
-    return max(min_rounds, min(max_rounds, int(budget_s / max(seconds_per_call, 1e-9))))
-
-
 def warm_up(method: Method, x: Inputs, mode: str) -> float:
     """Warm ``method`` up (compilation, caches) and return one call's seconds, for :func:`rounds_for`.
 

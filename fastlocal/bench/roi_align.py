@@ -216,11 +216,6 @@ def warm_up(method: Method, x: Inputs, mode: str) -> float:
     return time.perf_counter() - start
 
 
-def rounds_for(seconds_per_call: float, budget_s: float = 2.0, min_rounds: int = 3, max_rounds: int = 50) -> int:
-    """Timed rounds that fit ``budget_s``, at least ``min_rounds`` (slow calls get exactly that)."""
-    return max(min_rounds, min(max_rounds, int(budget_s / max(seconds_per_call, 1e-9))))
-
-
 def memory_call(method: str, config: dict[str, Any], mode: str) -> Callable[[], object]:
     """Factory for :func:`fastlocal.bench.memory.peak_memory_mb`: inputs built, warmed up."""
     m, c = METHODS[method], Config.from_dict(config)

@@ -34,10 +34,10 @@ import torch
 import fastlocal
 
 from . import plots
-from .local_attention import gemm_gflops, rounds_for, timed_call
+from .local_attention import gemm_gflops, timed_call
 from .memory import PeakMemory
 from .ops import SUITES
-from .suite import Result, Suite, best_peers, format_table
+from .suite import Result, Suite, best_peers, format_table, rounds_for
 
 OPS = tuple(SUITES)
 # Seconds of timed rounds per measurement (at least 3 rounds): the full run matches the pytest suites.

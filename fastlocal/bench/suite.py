@@ -265,3 +265,8 @@ def _note(r: Result) -> str:
     if r.peak is not None and r.peak.mb is None:
         return f"peak memory not measured: {r.peak.reason.splitlines()[0][:200]}"
     return ""
+
+
+def rounds_for(seconds_per_call: float, budget_s: float = 2.0, min_rounds: int = 3, max_rounds: int = 100) -> int:
+    """Timed rounds that fit ``budget_s``, at least ``min_rounds`` (slow calls get exactly that)."""
+    return max(min_rounds, min(max_rounds, int(budget_s / max(seconds_per_call, 1e-9))))

@@ -132,11 +132,6 @@ def warm_up(backend: str, x: Inputs, mode: str) -> float:
     return time.perf_counter() - start
 
 
-def rounds_for(seconds: float, budget_s: float = 2.0, min_rounds: int = 3, max_rounds: int = 50) -> int:
-    """Timed rounds that fit ``budget_s``, at least ``min_rounds``."""
-    return max(min_rounds, min(max_rounds, int(budget_s / max(seconds, 1e-9))))
-
-
 def memory_call(backend: str, config: dict[str, Any], mode: str) -> Callable[[], object]:
     """Factory for :func:`fastlocal.bench.memory.peak_memory_mb`: inputs built, warmed up."""
     x = make_inputs(Config.from_dict(config), backend, mode)
