@@ -91,7 +91,7 @@ GPU_CONFIGS = tuple(
     for T in (4096, 16384, 65536) for B in (1, 8) for H in (4, 8) for D in (32, 64)
 )
 # The largest T each method runs in --quick (beyond it, one call alone takes seconds on 2 CPU cores).
-QUICK_MAX_T = {"sdpa_dense": 2048}
+QUICK_MAX_T = {"sdpa_dense": 2048, "naive": 2048}
 
 
 def quick_skip(method: str, config: Config) -> str | None:

@@ -42,6 +42,8 @@ from .suite import Result, Suite, best_peers, format_table, rounds_for
 OPS = tuple(SUITES)
 # Seconds of timed rounds per measurement (at least 3 rounds): the full run matches the pytest suites.
 BUDGET_S = {"full": 2.0, "quick": 0.5, "tiny": 0.02}
+# Slow calls get this many timed rounds (--quick keeps two: its min-max still shows the spread).
+MIN_ROUNDS = {"full": 3, "quick": 2, "tiny": 1}
 # Versions of the peers' packages, when installed (the figures depend on them).
 PACKAGES = ("numpy", "triton", "natten", "flash-attn", "matplotlib")
 
@@ -126,8 +128,9 @@ def _seconds(call: Callable[[], tuple[torch.Tensor, ...]], device: str) -> tuple
     return timed_call(lambda _device_probe: call(), torch.empty(0, device=device))
 
 
-def measure(suite: Suite, method: str, config: Any, mode: str, peak: PeakMemory, budget_s: float) -> Result:
-    """Warm one call up, time it for about ``budget_s`` (at least 3 rounds) and check its outputs are finite.
+def measure(suite: Suite, method: str, config: Any, mode: str, peak: PeakMemory, budget_s: float,
+            min_rounds: int = 3) -> Result:
+    """Warm one call up, time it for about ``budget_s`` (at least ``min_rounds``) and check its outputs are finite.
 
     The first call (the second for compiling methods) estimates the rounds and is not kept.
     """
@@ -138,7 +141,7 @@ def measure(suite: Suite, method: str, config: Any, mode: str, peak: PeakMemory,
         if suite.compiles(method):
             estimate = _seconds(call, device)[0]
         times = []
-        for _ in range(rounds_for(estimate, budget_s)):
+        for _ in range(rounds_for(estimate, budget_s, min_rounds)):
             seconds, outputs = _seconds(call, device)
             times.append(seconds)
     except Exception as exc:  # reported in the table and the exit code; the other methods still run
@@ -177,7 +180,8 @@ def bench(ops: list[str], device: str, *, quick: bool, tiny: bool, budget_s: flo
             peak = PeakMemory(None, "--tiny measures the first call only")
         else:
             peak, memory_measured = suite.peak_memory(method, config, mode), True
-        results[suite.op].append(measure(suite, method, config, mode, peak, budget_s))
+        min_rounds = MIN_ROUNDS["tiny" if tiny else "quick" if quick else "full"]
+        results[suite.op].append(measure(suite, method, config, mode, peak, budget_s, min_rounds))
     progress.close()
     return results
 
