@@ -736,7 +736,7 @@ def test_matches_reference_backend(backend, **case):
 
 
 @pytest.mark.parametrize("backend", INTERPRETED)
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(**{**SWEEP, "T_draw": st.floats(0.0, 1.0)})
 def test_matches_reference_backend_interpreted(backend, **case):
     """The same sweep for interpreted Triton: fewer examples, T up to 3 windows."""
@@ -792,7 +792,7 @@ def check_matches_reference(backend, B, H, left, right, edge, T_draw, D, Dv, use
 )
 def test_matches_reference_backend_large(backend, T, D, Dv, left, right, edge, dtype):
     B, H = 1, 2
-    if backend in _INTERPRETED and D < 256:  # same shapes a quarter the size: windows still span many tiles
+    if backend in _INTERPRETED:  # same shapes a quarter the size: windows still span many tiles
         T, left, right = T // 4, left // 4, right // 4
     g = torch.Generator().manual_seed(T + D + left)
     q, k, v = (rand(B, H, T, d, gen=g).to(dtype) for d in (D, D, Dv))
@@ -814,6 +814,8 @@ def test_dropout_matches_reference_backend(backend, p, edge):
     """Every backend drops the same entries (one counter-based hash), forward and backward,
     here over several 512-row tasks and both ends of the sequence."""
     B, H, T, D, Dv, w = 2, 2, 1100, 8, 8, 31
+    if backend in _INTERPRETED:
+        T = 275  # both ends and the middle still differ; the interpreter is ~1000x slower
     g = torch.Generator().manual_seed(5)
     q, k, v, go = (rand(B, H, T, d, gen=g) for d in (D, D, Dv, Dv))
     rpb = rand(H, bias_size(w // 2, w // 2, edge), gen=g)
@@ -892,7 +894,7 @@ def test_gradients_bitwise_deterministic(backend, edge, dropout_p):
     whose halos and rpb partials are merged in a fixed order."""
     B, H, T, D, Dv, w = 2, 2, 3000, 16, 16, 51
     if backend in _INTERPRETED:
-        T = 300  # still many blocks of rows per (b, h) for the bias-gradient partials
+        T = 160  # still 10 blocks of rows per (b, h) for the bias-gradient partials
     g = torch.Generator().manual_seed(9)
     q, k, v, go = (rand(B, H, T, d, dtype=torch.float32, gen=g) for d in (D, D, Dv, Dv))
     rpb = rand(H, bias_size(w // 2, w // 2, edge), dtype=torch.float32, gen=g)
