@@ -42,8 +42,9 @@ from .suite import Result, Suite, best_peers, format_table, rounds_for
 OPS = tuple(SUITES)
 # Seconds of timed rounds per measurement (at least 3 rounds): the full run matches the pytest suites.
 BUDGET_S = {"full": 2.0, "quick": 0.5, "tiny": 0.02}
-# Slow calls get this many timed rounds (--quick keeps two: its min-max still shows the spread).
-MIN_ROUNDS = {"full": 3, "quick": 2, "tiny": 1}
+# Slow calls get this many timed rounds: --quick keeps two (its min-max still shows a spread);
+# --tiny calls take milliseconds, so three cost nothing.
+MIN_ROUNDS = {"full": 3, "quick": 2, "tiny": 3}
 # Versions of the peers' packages, when installed (the figures depend on them).
 PACKAGES = ("numpy", "triton", "natten", "flash-attn", "matplotlib")
 
