@@ -23,6 +23,7 @@ import time
 
 import pytest
 import torch
+from backends import GPU_BACKENDS, backend_param, device_of, unusable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -34,7 +35,6 @@ from fastlocal.reference.dropout import keep_mask
 LA = importlib.import_module("fastlocal.local_attention")  # fastlocal.local_attention is the function
 F64 = torch.float64
 REF = "reference"
-GPU_BACKENDS = ("triton", "cuda")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -54,22 +54,8 @@ def _one_thread():
 # --------------------------------------------------------------------------- backends
 
 
-def _unusable(name: str) -> str:
-    """Why ``name`` cannot run local_attention in this process ("" when it can)."""
-    status = fastlocal.available_backends()[name]
-    if status != "available":
-        return f"backend {name!r} unavailable: {status}"
-    if name not in LA.IMPLEMENTED:
-        return f"backend {name!r} has no local_attention kernel yet (IMPLEMENTED = {LA.IMPLEMENTED})"
-    return ""
-
-
 def _backend_param(name: str):
-    marks = [pytest.mark.gpu] if name in GPU_BACKENDS else []
-    reason = _unusable(name)
-    if reason:
-        marks.append(pytest.mark.skip(reason=reason))
-    return pytest.param(name, marks=marks, id=name)
+    return backend_param("local_attention", name, LA.IMPLEMENTED)
 
 
 _NAMES = tuple(dict.fromkeys((*LA.IMPLEMENTED, *GPU_BACKENDS)))
@@ -80,13 +66,6 @@ OTHERS = [_backend_param(name) for name in _NAMES if name != REF]  # tested agai
 _INTERPRETED = ("triton",) if triton_interpreted() else ()
 INTERPRETED = [_backend_param(name) for name in _INTERPRETED]
 AT_SCALE = [_backend_param(name) for name in _NAMES if name != REF and name not in _INTERPRETED]
-
-
-def device_of(backend: str) -> torch.device:
-    """Where a backend's inputs live: CUDA for cuda / triton (CPU only under Triton's interpreter)."""
-    if backend == "cuda" or (backend == "triton" and not triton_interpreted()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def on(backend: str, *tensors, grad: bool = False) -> list:
@@ -1053,8 +1032,9 @@ def test_cpu_baseline_isa_matches_avx2(monkeypatch, dtype, edge, dropout_p):
     one at run time; FASTLOCAL_CPU_ISA=baseline forces the portable build, which would
     otherwise never run on an AVX2 machine. They differ only by FMA rounding.
     """
-    if _unusable("cpu"):
-        pytest.skip(_unusable("cpu"))
+    reason = unusable("local_attention", "cpu", LA.IMPLEMENTED)
+    if reason:
+        pytest.skip(reason)
     gen = torch.Generator().manual_seed(11)
     q, k = (rand(2, 2, 700, 24, dtype=dtype, grad=True, gen=gen) for _ in range(2))
     v = rand(2, 2, 700, 20, dtype=dtype, grad=True, gen=gen)

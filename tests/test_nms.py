@@ -16,9 +16,9 @@ import math
 
 import pytest
 import torch
+from backends import backend_params, device_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_roi_align import backend_params, device_of
 
 import fastlocal
 from fastlocal.nms import IMPLEMENTED

@@ -24,6 +24,7 @@ import math
 
 import pytest
 import torch
+from backends import backend_params, device_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,37 +32,15 @@ import fastlocal
 from fastlocal._dispatch import triton_interpreted
 
 RA = importlib.import_module("fastlocal.roi_align")  # fastlocal.roi_align_1d is the function
-GPU_BACKENDS = ("triton", "cuda")
 # float64 backends follow the same formula as the oracle; only summation order and
 # (with FASTLOCAL_NATIVE=1) FMA contraction may differ, i.e. a few ulps of O(1) values.
 F64 = {"rtol": 1e-12, "atol": 1e-12}
-
-
-def backend_params(op: str, implemented: tuple[str, ...], names: tuple[str, ...]) -> list:
-    """pytest params for ``names``: GPU ones marked ``gpu``; unusable ones skipped with the reason."""
-    params = []
-    for name in names:
-        marks = [pytest.mark.gpu] if name in GPU_BACKENDS else []
-        status = fastlocal.available_backends()[name]
-        if status != "available":
-            marks.append(pytest.mark.skip(reason=f"backend {name!r} unavailable: {status}"))
-        elif name not in implemented:
-            marks.append(pytest.mark.skip(reason=f"backend {name!r} has no {op} kernel (IMPLEMENTED = {implemented})"))
-        params.append(pytest.param(name, marks=marks, id=name))
-    return params
 
 
 BACKENDS = backend_params("roi_align_1d", RA.IMPLEMENTED, ("reference", "cpu", "triton", "cuda"))
 OTHERS = BACKENDS[1:]  # checked against the reference backend
 # Backends with a second, deterministic backward kernel (selected by torch's global flag).
 TWO_BACKWARDS = ("triton", "cuda")
-
-
-def device_of(backend: str) -> torch.device:
-    """Where a backend's inputs live: CUDA for cuda / triton (CPU only under Triton's interpreter)."""
-    if backend == "cuda" or (backend == "triton" and not triton_interpreted()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def small(backend: str, large: int, interpreted: int) -> int:

@@ -21,6 +21,7 @@ import math
 
 import pytest
 import torch
+from backends import GPU_BACKENDS, backend_params, device_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,7 +32,6 @@ from fastlocal.reference import topk_std as reference
 TOPK = importlib.import_module("fastlocal.topk_std")
 F64 = {"rtol": 1e-12, "atol": 1e-14}
 REF = "reference"
-GPU_BACKENDS = ("triton", "cuda")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -43,35 +43,10 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _unusable(name: str) -> str:
-    """Why ``name`` cannot run topk_std_attention in this process ("" when it can)."""
-    status = fastlocal.available_backends()[name]
-    if status != "available":
-        return f"backend {name!r} unavailable: {status}"
-    if name not in TOPK.IMPLEMENTED:
-        return f"backend {name!r} has no topk_std_attention kernel (IMPLEMENTED = {TOPK.IMPLEMENTED})"
-    return ""
-
-
-def _backend_param(name: str):
-    marks = [pytest.mark.gpu] if name in GPU_BACKENDS else []
-    reason = _unusable(name)
-    if reason:
-        marks.append(pytest.mark.skip(reason=reason))
-    return pytest.param(name, marks=marks, id=name)
-
-
 _NAMES = tuple(dict.fromkeys((*TOPK.IMPLEMENTED, *GPU_BACKENDS)))
-BACKENDS = [_backend_param(name) for name in _NAMES]
-OTHERS = [_backend_param(name) for name in _NAMES if name != REF]
+BACKENDS = backend_params("topk_std_attention", TOPK.IMPLEMENTED, _NAMES)
+OTHERS = backend_params("topk_std_attention", TOPK.IMPLEMENTED, (n for n in _NAMES if n != REF))
 POOL_BACKENDS = TOPK.POOL_IMPLEMENTED
-
-
-def device_of(backend: str) -> torch.device:
-    """CUDA for cuda / triton (CPU only under Triton's interpreter), else CPU."""
-    if backend == "cuda" or (backend == "triton" and not triton_interpreted()):
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def on(backend: str, *tensors, grad: bool = False) -> list[torch.Tensor]:
