@@ -2,6 +2,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 
+#include "../common/topk_std_checks.h"
 #include "../cuda/topk_std.h"
 #include "cuda_glue.h"
 
@@ -11,18 +12,10 @@ namespace {
 TopkStdStrides strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
 
 void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t keep, bool exclude_first) {
-  TORCH_CHECK_VALUE(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "q, k, v must be 4-D [B, H, T, D]");
+  check_topk_std_inputs(q, k, v, keep, exclude_first);
   TORCH_CHECK_VALUE(q.is_cuda(), "q must be a CUDA tensor, got device ", q.device());
   check_on_device("k", k, q.device());
   check_on_device("v", v, q.device());
-  TORCH_CHECK_TYPE(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(),
-                   "q, k, v must share a dtype");
-  TORCH_CHECK_TYPE(at::isFloatingType(q.scalar_type()), "q must be a floating tensor, got ", q.scalar_type());
-  TORCH_CHECK_VALUE(k.sizes() == q.sizes(), "k must have the shape of q ", q.sizes(), ", got ", k.sizes());
-  TORCH_CHECK_VALUE(v.size(0) == q.size(0) && v.size(1) == q.size(1) && v.size(2) == q.size(2),
-                    "v must be [B, H, T, Dv] with [B, H, T] of q, got ", v.sizes());
-  const int64_t ranked = q.size(2) - (exclude_first ? 1 : 0);
-  TORCH_CHECK_VALUE(keep >= 1 && keep <= ranked, "keep must be in [1, ", ranked, "], got ", keep);
 }
 
 // A whole problem lives in one block's shared memory.
@@ -83,11 +76,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_backward(
   const c10::cuda::CUDAGuard device_guard(q.device());
   const TopkStdShape shape{q.size(0), q.size(1), q.size(2), q.size(3), v.size(3), keep, exclude_first,
                            second_softmax};
-  TORCH_CHECK_VALUE(index_.size(0) == shape.batch && index_.size(1) == shape.heads,
-                    "index must be [B, H, keep], got ", index_.sizes());
-  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == shape.batch && grad.size(1) == shape.heads &&
-                        grad.size(2) == shape.rows() && grad.size(3) == shape.dim_v,
-                    "grad must be [B, H, keep + exclude_first, Dv], got ", grad.sizes());
+  check_topk_std_backward(grad, index_, q, v, keep, exclude_first);
   TORCH_CHECK_VALUE(lse_.dim() == 3 && lse_.size(0) == shape.batch && lse_.size(1) == shape.heads &&
                         lse_.size(2) == shape.rows(),
                     "lse must be [B, H, keep + exclude_first], got ", lse_.sizes());

@@ -35,6 +35,7 @@
 
 #include <sys/mman.h>
 
+#include "../common/topk_std_checks.h"
 #include "ops.h"
 
 // 32-byte vectors pass between inlined internal functions only: no ABI to keep.
@@ -569,18 +570,6 @@ void run_all(const Kernel& kernel, int64_t problems) {
 
 // ---- glue ---------------------------------------------------------------------------------------
 
-void check_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t keep, bool exclude_first) {
-  TORCH_CHECK_VALUE(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "q, k, v must be 4-D [B, H, T, D]");
-  TORCH_CHECK_TYPE(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(),
-                   "q, k, v must share a dtype");
-  TORCH_CHECK_TYPE(at::isFloatingType(q.scalar_type()), "q must be a floating tensor, got ", q.scalar_type());
-  TORCH_CHECK_VALUE(k.sizes() == q.sizes(), "k must have the shape of q ", q.sizes(), ", got ", k.sizes());
-  TORCH_CHECK_VALUE(v.size(0) == q.size(0) && v.size(1) == q.size(1) && v.size(2) == q.size(2),
-                    "v must be [B, H, T, Dv] with [B, H, T] of q, got ", v.sizes());
-  const int64_t ranked = q.size(2) - (exclude_first ? 1 : 0);
-  TORCH_CHECK_VALUE(keep >= 1 && keep <= ranked, "keep must be in [1, ", ranked, "], got ", keep);
-}
-
 template <typename S, typename T>
 Problem<S, T> make_problem(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t keep,
                            bool exclude_first, double scale, bool second) {
@@ -615,7 +604,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_forward(const 
                                                                           const at::Tensor& v, int64_t keep,
                                                                           bool exclude_first, double scale,
                                                                           bool second_softmax) {
-  check_inputs(q, k, v, keep, exclude_first);
+  check_topk_std_inputs(q, k, v, keep, exclude_first);
   TORCH_CHECK_VALUE(q.device().is_cpu(), "q, k, v must be CPU tensors, got ", q.device());
   const int64_t B = q.size(0), H = q.size(1), rows = keep + (exclude_first ? 1 : 0);
   at::Tensor out = empty_output({B, H, rows, v.size(3)}, q.options());
@@ -636,13 +625,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_backward(
     const at::Tensor& lse_, bool exclude_first, double scale, bool second_softmax) {
   TORCH_CHECK_VALUE(index_.dim() == 3, "index must be [B, H, keep], got ", index_.sizes());
   const int64_t keep = index_.size(2);
-  check_inputs(q, k, v, keep, exclude_first);
+  check_topk_std_inputs(q, k, v, keep, exclude_first);
   TORCH_CHECK_VALUE(q.device().is_cpu() && grad.device().is_cpu(), "grad, q, k, v must be CPU tensors");
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), first = exclude_first ? 1 : 0, rows = keep + first;
-  TORCH_CHECK_VALUE(index_.size(0) == B && index_.size(1) == H, "index must be [B, H, keep], got ", index_.sizes());
-  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == B && grad.size(1) == H && grad.size(2) == rows &&
-                        grad.size(3) == v.size(3),
-                    "grad must be [B, H, keep + exclude_first, Dv], got ", grad.sizes());
+  check_topk_std_backward(grad, index_, q, v, keep, exclude_first);
   TORCH_CHECK_VALUE(lse_.dim() == 3 && lse_.size(0) == B && lse_.size(1) == H && lse_.size(2) == rows,
                     "lse must be [B, H, keep + exclude_first], got ", lse_.sizes());
   TORCH_CHECK_TYPE(grad.scalar_type() == q.scalar_type(), "grad must have the dtype of q");
