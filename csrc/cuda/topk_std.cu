@@ -111,9 +111,9 @@ size_t smem_bytes(const TopkStdShape& shape, size_t acc_bytes) {
   return static_cast<size_t>(l.acc_elems) * acc_bytes + static_cast<size_t>(l.ints) * sizeof(int);
 }
 
-// Softmax of row[0:n] in place, by one warp.
+// row[0:n] <- exp(row - max), by one warp; returns the sum (every lane) and the max in `max`.
 template <typename T>
-__device__ __forceinline__ void warp_softmax(T* row, int64_t n, int lane) {
+__device__ __forceinline__ T warp_exp_row(T* row, int64_t n, int lane, T& max) {
   T m = -INFINITY;
   for (int64_t j = lane; j < n; j += 32) m = fmax(m, row[j]);
   m = warp_max(m);
@@ -123,7 +123,15 @@ __device__ __forceinline__ void warp_softmax(T* row, int64_t n, int lane) {
     row[j] = e;
     sum += e;
   }
-  const T inv = T(1) / warp_sum(sum);
+  max = m;
+  return warp_sum(sum);
+}
+
+// Softmax of row[0:n] in place, by one warp.
+template <typename T>
+__device__ __forceinline__ void warp_softmax(T* row, int64_t n, int lane) {
+  T m;
+  const T inv = T(1) / warp_exp_row(row, n, lane, m);
   for (int64_t j = lane; j < n; j += 32) row[j] *= inv;
 }
 
@@ -163,16 +171,8 @@ __global__ void __launch_bounds__(kThreads) topk_std_forward_kernel(const TopkSt
     __syncthreads();
     for (int64_t i = warp; i < n; i += kWarps) {  // one warp per row: exp(S - max), sum, std
       T* row = s + i * n;
-      T m = -INFINITY;
-      for (int64_t j = lane; j < n; j += 32) m = fmax(m, row[j]);
-      m = warp_max(m);
-      T sum = 0;
-      for (int64_t j = lane; j < n; j += 32) {
-        const T e = exp_of(row[j] - m);
-        row[j] = e;
-        sum += e;
-      }
-      sum = warp_sum(sum);
+      T m;
+      const T sum = warp_exp_row(row, n, lane, m);
       const T mean = sum / T(n);
       T sq = 0;
       for (int64_t j = lane; j < n; j += 32) sq += (row[j] - mean) * (row[j] - mean);
