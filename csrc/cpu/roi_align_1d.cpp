@@ -19,12 +19,8 @@
 #include <cstdint>
 #include <vector>
 
-#ifdef __linux__
-#include <sys/mman.h>
-#include <unistd.h>
-#endif
-
 #include "../common/roi_checks.h"
+#include "huge_pages.h"
 #include "ops.h"
 
 namespace fastlocal::cpu {
@@ -125,24 +121,6 @@ inline void store_strided(const acc_t* acc, int64_t width, scalar_t* dst, int64_
   }
 }
 
-// Back large fresh outputs with transparent huge pages where the kernel allows it (Linux
-// "madvise" mode): first-touch page faults otherwise cost more than the whole op (a 256 MB
-// output takes ~65k 4 KiB faults, ~75 ms here, against ~15 ms with 2 MiB pages). Advisory
-// only: on failure the pages stay small.
-void advise_huge_pages(void* data, size_t bytes) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr size_t kHuge = size_t(2) << 20;
-  if (bytes < 4 * kHuge) return;
-  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const auto begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
-  const auto end = reinterpret_cast<uintptr_t>(data) + bytes;
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-#else
-  (void)data;
-  (void)bytes;
-#endif
-}
-
 // [B, C, T] (any float dtype, any strides) -> frame-major [B, T, C] in the accumulation type.
 at::Tensor frame_major(const at::Tensor& x, at::ScalarType acc_type) {
   return at::empty({x.size(0), x.size(2), x.size(1)}, x.options().dtype(acc_type)).copy_(x.transpose(1, 2));
@@ -161,10 +139,9 @@ at::Tensor roi_align_1d_forward(const at::Tensor& input, const at::Tensor& rois_
   check_rois(rois_, input.size(0), input.scalar_type(), output_size, sampling_ratio);
   const at::Tensor rois = rois_.contiguous();
   const int64_t N = rois.size(0), C = input.size(1), T = input.size(2), P = output_size;
-  at::Tensor out = at::empty({N, C, P}, input.options());
+  at::Tensor out = empty_huge({N, C, P}, input.options());
   if (N == 0 || C == 0) return out;
   TORCH_CHECK_VALUE(T >= 1, "input must have length >= 1 along T, got ", input.sizes());
-  advise_huge_pages(out.mutable_data_ptr(), out.nbytes());
   const at::Tensor xt = frame_major(input, roi_acc_dtype(input.scalar_type()));
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "roi_align_1d_forward", [&] {

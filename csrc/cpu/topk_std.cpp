@@ -33,9 +33,8 @@
 #include <type_traits>
 #include <vector>
 
-#include <sys/mman.h>
-
 #include "../common/topk_std_checks.h"
+#include "huge_pages.h"
 #include "ops.h"
 
 // 32-byte vectors pass between inlined internal functions only: no ABI to keep.
@@ -579,25 +578,6 @@ Problem<S, T> make_problem(const at::Tensor& q, const at::Tensor& k, const at::T
 
 at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
-// A fresh output tensor. Large ones get their own 2 MiB-aligned block advised to use
-// transparent huge pages: the kernel writes every element once, and first-touch faults of
-// 4 KiB pages (one per 4 KiB written, each clearing its page) cost several times the
-// writes themselves (~1 GB/s against ~10 GB/s on the 2-core test machine). With
-// THP off or unavailable madvise fails harmlessly and this is a plain aligned allocation.
-at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  constexpr size_t kHuge = size_t(2) << 20;
-  const size_t bytes = static_cast<size_t>(c10::multiply_integers(sizes)) * c10::elementSize(
-      c10::typeMetaToScalarType(options.dtype()));
-  if (bytes < 2 * kHuge) return at::empty(sizes, options);
-  const size_t len = (bytes + kHuge - 1) / kHuge * kHuge;
-  void* data = nullptr;
-  if (posix_memalign(&data, kHuge, len) != 0) return at::empty(sizes, options);
-#ifdef MADV_HUGEPAGE
-  madvise(data, len, MADV_HUGEPAGE);
-#endif
-  return at::from_blob(data, sizes, [](void* p) { std::free(p); }, options.device(at::kCPU));
-}
-
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_forward(const at::Tensor& q, const at::Tensor& k,
@@ -607,7 +587,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_forward(const 
   check_topk_std_inputs(q, k, v, keep, exclude_first);
   TORCH_CHECK_VALUE(q.device().is_cpu(), "q, k, v must be CPU tensors, got ", q.device());
   const int64_t B = q.size(0), H = q.size(1), rows = keep + (exclude_first ? 1 : 0);
-  at::Tensor out = empty_output({B, H, rows, v.size(3)}, q.options());
+  at::Tensor out = empty_huge({B, H, rows, v.size(3)}, q.options());
   at::Tensor index = at::empty({B, H, keep}, q.options().dtype(at::kLong));
   at::Tensor lse = at::empty({B, H, rows}, q.options().dtype(acc_type(q.scalar_type())));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "topk_std_attention_forward", [&] {
@@ -637,8 +617,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_backward(
   const int64_t* idx = index.const_data_ptr<int64_t>();
   for (int64_t m = 0; m < index.numel(); ++m)  // the kernel gathers q rows by these
     TORCH_CHECK_VALUE(idx[m] >= first && idx[m] < T, "index values must be in [", first, ", ", T, "), got ", idx[m]);
-  at::Tensor dq = empty_output(q.sizes(), q.options()), dk = empty_output(k.sizes(), k.options());
-  at::Tensor dv = empty_output(v.sizes(), v.options());
+  at::Tensor dq = empty_huge(q.sizes(), q.options()), dk = empty_huge(k.sizes(), k.options());
+  at::Tensor dv = empty_huge(v.sizes(), v.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "topk_std_attention_backward", [&] {
     using T = at::opmath_type<scalar_t>;
     const Backward<scalar_t, T> kernel{make_problem<scalar_t, T>(q, k, v, keep, exclude_first, scale, second_softmax),
