@@ -16,6 +16,7 @@ import torch
 from fastlocal.bench import local_attention
 from fastlocal.bench.ops import SUITES
 from fastlocal.bench.run import OPS, skip_reason
+from fastlocal.bench.suite import warm_up
 
 MACHINE_FIELDS = {"platform", "cpu", "cores", "torch_threads", "python", "torch", "fastlocal", "packages", "gpu",
                   "backends", "load_average", "gemm_gflops"}
@@ -99,6 +100,20 @@ def test_quick_plan_shows_what_it_leaves_out() -> None:
     selective = SUITES["selective"]
     assert "--quick" in skip_reason(selective, "selective-0.3", selective.quick_configs[0], "forward_backward",
                                     quick=True, tiny=False)
+
+
+@pytest.mark.parametrize(
+    ("times", "calls"),
+    [
+        ([5.0, 1.0, 1.1, 9.0], 3),  # the second and third calls agree: stops at the third
+        ([2.6, 0.8, 0.2, 0.18, 0.9], 4),  # still falling at the third call, steady at the fourth
+        ([3.0, 2.0] + [1.0, 9.0] * 10, 10),  # never steady: stops at max_calls
+    ],
+)
+def test_warm_up_calls_until_steady(times: list[float], calls: int) -> None:
+    made: list[float] = []
+    seconds = warm_up(lambda: made.append(times[len(made)]) or made[-1])
+    assert len(made) == calls and seconds == times[calls - 1]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")

@@ -434,12 +434,9 @@ METHODS: dict[str, Method] = {
 
 
 def warm_up(method: Method, x: Inputs, mode: str) -> float:
-    """Warm ``method`` up (compilation, caches) and return one call's seconds, for :func:`rounds_for`.
-
-    An eager method's first call is its estimate; a compiling one is timed on a second call.
-    """
-    seconds = _seconds(method, x, mode)
-    return _seconds(method, x, mode) if method.compiles else seconds
+    """Warm ``method`` up (compilation, caches: :func:`fastlocal.bench.suite.warm_up`) and return a
+    steady call's seconds, for :func:`rounds_for`."""
+    return suite.warm_up(lambda: _seconds(method, x, mode))
 
 
 def _seconds(method: Method, x: Inputs, mode: str) -> float:

@@ -35,6 +35,7 @@ import torch
 
 import fastlocal
 
+from . import suite
 from .memory import PeakMemory, peak_memory_mb
 
 OP = "roi_align_1d"
@@ -209,11 +210,14 @@ METHODS: dict[str, Method] = {m.name: m for m in (FastLocal("cpu"), FastLocal("r
 
 
 def warm_up(method: Method, x: Inputs, mode: str) -> float:
-    """Run ``method`` once (allocations, thread pools) and return a second call's seconds."""
-    method.run(x, mode)
-    start = time.perf_counter()
-    method.run(x, mode)
-    return time.perf_counter() - start
+    """Warm ``method`` up (:func:`fastlocal.bench.suite.warm_up`) and return a steady call's seconds."""
+
+    def timed() -> float:
+        start = time.perf_counter()
+        method.run(x, mode)
+        return time.perf_counter() - start
+
+    return suite.warm_up(timed)
 
 
 def memory_call(method: str, config: dict[str, Any], mode: str) -> Callable[[], object]:

@@ -267,6 +267,25 @@ def _note(r: Result) -> str:
     return ""
 
 
+def warm_up(timed_call: Callable[[], float], min_calls: int = 3, max_calls: int = 10,
+            tolerance: float = 1.25) -> float:
+    """Call ``timed_call`` (which returns its own seconds) until it is steady; the last call's seconds.
+
+    The first calls pay for compilation, thread pools and the first touch of fresh memory,
+    which a training loop pays once, not per step. On the 2-core VM, memory the process
+    has not touched for a few seconds comes back slowly (the host reclaims freed pages):
+    the first calls that write a 650 MB RoI map take 5-15x a steady one. So: at least
+    ``min_calls`` calls, then more until the last two are within ``tolerance`` of each
+    other (at most ``max_calls``).
+    """
+    times: list[float] = []
+    while len(times) < max_calls:
+        times.append(timed_call())
+        if len(times) >= min_calls and max(times[-2:]) <= tolerance * min(times[-2:]):
+            break
+    return times[-1]
+
+
 def rounds_for(seconds_per_call: float, budget_s: float = 2.0, min_rounds: int = 3, max_rounds: int = 100) -> int:
     """Timed rounds that fit ``budget_s``, at least ``min_rounds`` (slow calls get exactly that)."""
     return max(min_rounds, min(max_rounds, int(budget_s / max(seconds_per_call, 1e-9))))

@@ -23,6 +23,7 @@ import torch
 import fastlocal
 from fastlocal._dispatch import triton_interpreted
 
+from . import suite
 from .memory import PeakMemory, peak_memory_mb
 
 OP = "topk_std_attention"
@@ -125,11 +126,15 @@ def timed_call(backend: str, x: Inputs, mode: str) -> tuple[torch.Tensor, ...]:
 
 
 def warm_up(backend: str, x: Inputs, mode: str) -> float:
-    """Two calls (the first compiles Triton kernels, starts thread pools); the second's seconds."""
-    timed_call(backend, x, mode)
-    start = time.perf_counter()
-    timed_call(backend, x, mode)
-    return time.perf_counter() - start
+    """Warm up (Triton compilation, thread pools, fresh memory: :func:`fastlocal.bench.suite.warm_up`);
+    a steady call's seconds."""
+
+    def timed() -> float:
+        start = time.perf_counter()
+        timed_call(backend, x, mode)
+        return time.perf_counter() - start
+
+    return suite.warm_up(timed)
 
 
 def memory_call(backend: str, config: dict[str, Any], mode: str) -> Callable[[], object]:
