@@ -2,7 +2,7 @@
 // raw-pointer access, device checks, and the declarations bound into fastlocal._C_cuda by
 // csrc/bindings/cuda.cpp. Built only when torch has CUDA; the kernels themselves live in
 // csrc/cuda/*.cu behind plain launchers (DESIGN.md "CUDA sources must compile without a
-// CUDA build of torch"). Signatures, semantics and error messages mirror csrc/cpu/ops.h.
+// CUDA build of torch"). Signatures are csrc/common/op_declarations.inc, shared with the CPU kernels.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -51,37 +51,7 @@ inline void check_on_device(const char* name, const at::Tensor& t, const at::Dev
   TORCH_CHECK_VALUE(t.device() == device, name, " must be on ", device, " (a CUDA tensor), got ", t.device());
 }
 
-// ---- ops (one csrc/bindings/cuda_<op>.cpp each) ----------------------------------------
-
-at::Tensor roi_align_1d_forward(const at::Tensor& input, const at::Tensor& rois, int64_t output_size,
-                                int64_t sampling_ratio, bool aligned);
-at::Tensor roi_align_1d_backward(const at::Tensor& grad, const at::Tensor& rois, int64_t batch,
-                                 int64_t length, int64_t sampling_ratio, bool aligned);
-at::Tensor nms_1d(const at::Tensor& segments, const at::Tensor& scores, double iou_threshold);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_forward(const at::Tensor& q, const at::Tensor& k,
-                                                                          const at::Tensor& v, int64_t keep,
-                                                                          bool exclude_first, double scale,
-                                                                          bool second_softmax);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_backward(
-    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& index,
-    const at::Tensor& lse, bool exclude_first, double scale, bool second_softmax);
-
-std::tuple<at::Tensor, at::Tensor> local_attention_forward(const at::Tensor& q, const at::Tensor& k,
-                                                           const at::Tensor& v, const c10::optional<at::Tensor>& rpb,
-                                                           const c10::optional<at::Tensor>& key_padding_mask,
-                                                           int64_t left, int64_t right, bool shift, double scale,
-                                                           double dropout_p, int64_t seed);
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> local_attention_backward(
-    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-    const at::Tensor& lse, const c10::optional<at::Tensor>& rpb, const c10::optional<at::Tensor>& key_padding_mask,
-    int64_t left, int64_t right, bool shift, double scale, double dropout_p, int64_t seed);
-at::Tensor local_attention_probs_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& rows,
-                                         const c10::optional<at::Tensor>& rpb,
-                                         const c10::optional<at::Tensor>& key_padding_mask, int64_t left,
-                                         int64_t right, bool shift, double scale);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> local_attention_probs_backward(
-    const at::Tensor& grad, const at::Tensor& probs, const at::Tensor& q, const at::Tensor& k, const at::Tensor& rows,
-    const c10::optional<at::Tensor>& rpb, const c10::optional<at::Tensor>& key_padding_mask, int64_t left,
-    int64_t right, bool shift, double scale);
+// The ops, one csrc/bindings/cuda_<op>.cpp each: the CPU kernels' signatures.
+#include "../common/op_declarations.inc"  // IWYU pragma: export
 
 }  // namespace fastlocal::cuda
