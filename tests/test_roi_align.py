@@ -356,6 +356,23 @@ def test_backward_matches_reference(backend):
                 torch.testing.assert_close(input_grad(x, rois, 4, sr, aligned, backend, grad), want, **F64)
 
 
+@pytest.mark.parametrize("backend", OTHERS)
+@pytest.mark.parametrize("C", [8, 41, 64])
+def test_float32_backward_matches_float64_reference(backend, C):
+    """float32 with P a multiple of 8 and channel blocks of 8 (the CPU kernel transposes the
+    gradient in 8 x 8 register blocks) and ragged channel counts (the scalar tail)."""
+    g = torch.Generator().manual_seed(C)
+    B, T, N, P = 2, 29, small(backend, 50, 12), 16
+    x = torch.randn(B, C, T, dtype=torch.float64, generator=g)
+    ends = torch.rand(N, 2, dtype=torch.float64, generator=g) * (T + 6) - 3
+    rois = torch.cat([torch.randint(0, B, (N, 1), generator=g).double(), ends], dim=1)
+    grad = torch.randn(N, C, P, dtype=torch.float64, generator=g)
+    want = input_grad(x, rois, P, 0, False, "reference", grad)
+    got = input_grad(x.float(), rois.float(), P, 0, False, backend, grad.float())
+    # float32 sums of at most N * P * (taps per bin) terms of size ~1: 1e-4 relative is ~100 ulp of headroom.
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+
+
 def test_cpu_backward_is_deterministic():
     g = torch.Generator().manual_seed(5)
     B, C, T, N = 2, 64, 200, 3000

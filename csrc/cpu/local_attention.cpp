@@ -5,27 +5,18 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <string>
 #include <tuple>
 #include <vector>
 
 #include "../common/local_attention_checks.h"
 #include "local_attention.h"
+#include "isa.h"
 #include "ops.h"
 
 namespace fastlocal::cpu {
 namespace {
 
 namespace la = local_attention;
-
-// AVX2 + FMA kernels when the CPU has them; FASTLOCAL_CPU_ISA=baseline forces the portable
-// ones (read per call, so tests can run both builds on one machine).
-bool use_avx2() {
-  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  const char* forced = std::getenv("FASTLOCAL_CPU_ISA");
-  return supported && !(forced != nullptr && std::string(forced) == "baseline");
-}
 
 at::ScalarType acc_type(const at::Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
 

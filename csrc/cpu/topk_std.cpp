@@ -25,9 +25,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
-#include <string>
 #include <limits>
 #include <tuple>
 #include <type_traits>
@@ -35,6 +33,7 @@
 
 #include "../common/topk_std_checks.h"
 #include "huge_pages.h"
+#include "isa.h"
 #include "ops.h"
 
 // 32-byte vectors pass between inlined internal functions only: no ABI to keep.
@@ -342,6 +341,26 @@ struct Problem {
   int64_t dp() const { return ceil_to(d, kLanes<T>); }
   int64_t dvp() const { return ceil_to(dv, kLanes<T>); }
   int64_t rows() const { return keep + first; }
+
+  // Ask for problem bh's q, k, v rows ahead of use: one problem computes for about as long as
+  // its ~7 KB (VidTr-S) take to stream in, so fetching the next one while this one runs
+  // hides most of the DRAM latency that otherwise stalls the first loads.
+  void prefetch(int64_t bh) const {
+    const int64_t b = bh / heads, h = bh % heads;
+    prefetch_rows(q, b, h, d);
+    prefetch_rows(k, b, h, d);
+    prefetch_rows(v, b, h, dv);
+  }
+
+ private:
+  void prefetch_rows(const Strided<S>& in, int64_t b, int64_t h, int64_t cols) const {
+    constexpr int64_t kLine = 64;
+    const int64_t bytes = ((cols - 1) * in.sc + 1) * static_cast<int64_t>(sizeof(S));
+    for (int64_t t = 0; t < n; ++t) {
+      const char* row = reinterpret_cast<const char*>(in.data + b * in.sb + h * in.sh + t * in.st);
+      for (int64_t at = 0; at < bytes; at += kLine) __builtin_prefetch(row + at);
+    }
+  }
 };
 
 // Kept rows into sel[0 : rows), ascending (row 0 first with exclude_first). Row j ranks
@@ -529,27 +548,13 @@ struct Backward {
   }
 };
 
-// Problems [bh0, bh1) with one scratch buffer; compiled per instruction set below.
+// Problems [bh0, bh1) with one scratch buffer; compiled per instruction set (isa.h).
 template <typename Kernel, typename T>
 inline void run_problems(const Kernel& kernel, int64_t bh0, int64_t bh1, T* buf, int64_t* sel) {
-  for (int64_t bh = bh0; bh < bh1; ++bh) kernel.run(bh, buf, sel);
-}
-
-template <typename Kernel, typename T>
-__attribute__((target("avx2,fma"), flatten)) void run_avx2(const Kernel& kernel, int64_t bh0, int64_t bh1, T* buf,
-                                                            int64_t* sel) {
-  run_problems(kernel, bh0, bh1, buf, sel);
-}
-
-template <typename Kernel, typename T>
-__attribute__((flatten)) void run_baseline(const Kernel& kernel, int64_t bh0, int64_t bh1, T* buf, int64_t* sel) {
-  run_problems(kernel, bh0, bh1, buf, sel);
-}
-
-bool use_avx2() {
-  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  const char* forced = std::getenv("FASTLOCAL_CPU_ISA");
-  return supported && !(forced != nullptr && std::string(forced) == "baseline");
+  for (int64_t bh = bh0; bh < bh1; ++bh) {
+    if (bh + 1 < bh1) kernel.p.prefetch(bh + 1);
+    kernel.run(bh, buf, sel);
+  }
 }
 
 // Problems per task: enough to amortise the scheduling, few enough to balance 2..64 threads.
@@ -562,8 +567,7 @@ void run_all(const Kernel& kernel, int64_t problems) {
     // Zero-filled once: padding columns are never written, so they stay 0.
     std::vector<T> buf(kernel.scratch() + kLanes<T>);
     std::vector<int64_t> sel(kernel.p.rows());
-    if (avx2) run_avx2(kernel, bh0, bh1, buf.data(), sel.data());
-    else run_baseline(kernel, bh0, bh1, buf.data(), sel.data());
+    run_for_isa(avx2, [&] { run_problems(kernel, bh0, bh1, buf.data(), sel.data()); });
   });
 }
 
