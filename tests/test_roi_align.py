@@ -359,8 +359,8 @@ def test_backward_matches_reference(backend):
 @pytest.mark.parametrize("backend", OTHERS)
 @pytest.mark.parametrize("C", [8, 41, 64])
 def test_float32_backward_matches_float64_reference(backend, C):
-    """float32 with P a multiple of 8 and channel blocks of 8 (the CPU kernel transposes the
-    gradient in 8 x 8 register blocks) and ragged channel counts (the scalar tail)."""
+    """float32 with P a multiple of 4 and channel blocks of 4 (the CPU kernel transposes the
+    gradient in 4 x 4 register blocks) and ragged channel counts (the scalar tail)."""
     g = torch.Generator().manual_seed(C)
     B, T, N, P = 2, 29, small(backend, 50, 12), 16
     x = torch.randn(B, C, T, dtype=torch.float64, generator=g)
