@@ -373,6 +373,23 @@ def test_float32_backward_matches_float64_reference(backend, C):
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b.values[0] == "cpu"])
+def test_cpu_baseline_isa_matches_avx2(backend, monkeypatch):
+    """The backward's channel loops are compiled for AVX2 + FMA and for baseline x86-64 and
+    picked at run time; FASTLOCAL_CPU_ISA=baseline forces the portable build, which would
+    otherwise never run on an AVX2 machine. They differ only by FMA rounding."""
+    g = torch.Generator().manual_seed(12)
+    B, C, T, N, P = 2, 37, 50, 400, 16  # float32, P % 4 == 0, ragged C: both transpose paths
+    x = torch.randn(B, C, T, generator=g)
+    ends = torch.rand(N, 2, generator=g) * (T + 6) - 3
+    rois = torch.cat([torch.randint(0, B, (N, 1), generator=g).float(), ends], dim=1)
+    grad = torch.randn(N, C, P, generator=g)
+    native = input_grad(x, rois, P, 0, False, backend, grad)
+    monkeypatch.setenv("FASTLOCAL_CPU_ISA", "baseline")
+    baseline = input_grad(x, rois, P, 0, False, backend, grad)
+    torch.testing.assert_close(baseline, native, rtol=1e-5, atol=1e-5)
+
+
 def test_cpu_backward_is_deterministic():
     g = torch.Generator().manual_seed(5)
     B, C, T, N = 2, 64, 200, 3000

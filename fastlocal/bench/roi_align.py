@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -211,13 +210,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (FastLocal("cpu"), FastLocal("r
 
 def warm_up(method: Method, x: Inputs, mode: str) -> float:
     """Warm ``method`` up (:func:`fastlocal.bench.suite.warm_up`) and return a steady call's seconds."""
-
-    def timed() -> float:
-        start = time.perf_counter()
-        method.run(x, mode)
-        return time.perf_counter() - start
-
-    return suite.warm_up(timed)
+    return suite.warm_up(suite.wall_clock(lambda: method.run(x, mode)))
 
 
 def memory_call(method: str, config: dict[str, Any], mode: str) -> Callable[[], object]:

@@ -17,6 +17,7 @@ achieved GFLOP/s in the table.
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -284,6 +285,17 @@ def warm_up(timed_call: Callable[[], float], min_calls: int = 3, max_calls: int 
         if len(times) >= min_calls and max(times[-2:]) <= tolerance * min(times[-2:]):
             break
     return times[-1]
+
+
+def wall_clock(call: Callable[[], object]) -> Callable[[], float]:
+    """``call`` as a zero-argument callable returning its wall-clock seconds (for :func:`warm_up`)."""
+
+    def timed() -> float:
+        start = time.perf_counter()
+        call()
+        return time.perf_counter() - start
+
+    return timed
 
 
 def rounds_for(seconds_per_call: float, budget_s: float = 2.0, min_rounds: int = 3, max_rounds: int = 100) -> int:

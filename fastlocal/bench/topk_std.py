@@ -13,7 +13,6 @@ Methods (``fastlocal[<backend>]``): ``fastlocal[reference]`` is the unfused PyTo
 from __future__ import annotations
 
 import importlib
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -128,13 +127,7 @@ def timed_call(backend: str, x: Inputs, mode: str) -> tuple[torch.Tensor, ...]:
 def warm_up(backend: str, x: Inputs, mode: str) -> float:
     """Warm up (Triton compilation, thread pools, fresh memory: :func:`fastlocal.bench.suite.warm_up`);
     a steady call's seconds."""
-
-    def timed() -> float:
-        start = time.perf_counter()
-        timed_call(backend, x, mode)
-        return time.perf_counter() - start
-
-    return suite.warm_up(timed)
+    return suite.warm_up(suite.wall_clock(lambda: timed_call(backend, x, mode)))
 
 
 def memory_call(backend: str, config: dict[str, Any], mode: str) -> Callable[[], object]:
