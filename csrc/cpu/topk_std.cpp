@@ -257,17 +257,41 @@ inline void scale_row(T* row, int64_t np, T factor) {
   for (int64_t j = 0; j < np; j += kLanes<T>) vstore(row + j, vload(row + j) * factor);
 }
 
-// Unbiased std of row[0:n] (0 when n < 2); the padding holds zeros.
+// The softmax statistics of every row of S = scale st^T, kLanes rows side by side: st is
+// [n, np] with st[j * np + i] = q_i . k_j, so row i is lane i % kLanes of the vectors at
+// column i - i % kLanes, and each row's numbers come from its own lane's loop over j (equal
+// rows, equal statistics). Writes e = exp(S - max) over st and, for i < np, the row max,
+// the sum of e and the unbiased std of A_i = e_i / sum (0 when n < 2). Lanes past n hold
+// finite garbage.
 template <typename T>
-inline T row_std(const T* row, int64_t n, int64_t np, T sum) {
-  if (n < 2) return T(0);
-  const T mean = sum / T(n);
-  vec<T> sq{};
-  for (int64_t j = 0; j < np; j += kLanes<T>) {
-    const vec<T> d = first_lanes<T>(vload(row + j) - mean, j, n);
-    sq += d * d;
+inline void row_statistics(T* st, int64_t n, int64_t np, T scale, T* rmax, T* rsum, T* score) {
+  using V = vec<T>;
+  for (int64_t i = 0; i < np; i += kLanes<T>) {
+    V m = vload(st + i) * scale;
+    for (int64_t j = 1; j < n; ++j) {
+      const V s = vload(st + j * np + i) * scale;
+      m = s > m ? s : m;
+    }
+    V sum{};
+    for (int64_t j = 0; j < n; ++j) {
+      const V e = vexp(vload(st + j * np + i) * scale - m);
+      vstore(st + j * np + i, e);
+      sum += e;
+    }
+    V var{};
+    if (n >= 2) {
+      const V mean = sum / static_cast<T>(n);
+      for (int64_t j = 0; j < n; ++j) {
+        const V d = vload(st + j * np + i) - mean;
+        var += d * d;
+      }
+      var /= static_cast<T>(n - 1);
+    }
+    for (int l = 0; l < kLanes<T>; ++l) var[l] = std::sqrt(var[l]);
+    vstore(rmax + i, m);
+    vstore(rsum + i, sum);
+    vstore(score + i, var / sum);  // std(A_i) = std(e_i) / sum(e_i)
   }
-  return std::sqrt(lane_sum<T>(sq) / T(n - 1));
 }
 
 // ---- problem description ------------------------------------------------------------------------
@@ -366,21 +390,31 @@ struct Problem {
 // Kept rows into sel[0 : rows), ascending (row 0 first with exclude_first). Row j ranks
 // before row i: larger score, NaN above everything, ties to the lower index (a strict
 // total order, so exactly `keep` rows are kept whatever the scores).
-// `key` (n entries of scratch) holds the scores with NaN made +inf (scores are stds of
-// probabilities, finite or NaN), so the order above is: larger key, then lower index.
+// `key` (np entries of scratch) holds the scores with NaN made +inf (scores are stds of
+// probabilities, finite or NaN), so the order above is: larger key, then lower index. The
+// ranks of kLanes rows are counted side by side.
 template <typename S, typename T>
 inline void select_rows(const Problem<S, T>& p, const T* score, T* key, int64_t* sel) {
+  using I = typename Simd<T>::I;
+  using E = typename Simd<T>::E;
   for (int64_t i = 0; i < p.n; ++i) {
     const T si = score[i];
     key[i] = std::isnan(si) ? std::numeric_limits<T>::infinity() : std::min(si, std::numeric_limits<T>::max());
   }
+  I lane{};
+  for (int l = 0; l < kLanes<T>; ++l) lane[l] = l;
   int64_t r = 0;
   if (p.first) sel[r++] = 0;
-  for (int64_t i = p.first; i < p.n; ++i) {
-    const T ki = key[i];
-    int32_t rank = 0;
-    for (int64_t j = p.first; j < p.n; ++j) rank += (key[j] > ki) | ((key[j] == ki) & (j < i));
-    if (rank < p.keep) sel[r++] = i;
+  for (int64_t i0 = 0; i0 < p.n; i0 += kLanes<T>) {
+    const vec<T> ki = vload(key + i0);
+    const I index = lane + static_cast<E>(i0);
+    I rank{};
+    for (int64_t j = p.first; j < p.n; ++j) {
+      const vec<T> kj = vec<T>{} + key[j];
+      rank -= (kj > ki) | ((kj == ki) & (I{} + static_cast<E>(j) < index));  // true is -1
+    }
+    for (int64_t i = std::max(i0, p.first); i < std::min(i0 + kLanes<T>, p.n); ++i)
+      if (rank[i - i0] < p.keep) sel[r++] = i;
   }
 }
 
@@ -406,34 +440,28 @@ struct Forward {
   int64_t q_at() const { return 0; }                                  // [n, dp]
   int64_t k_at() const { return q_at() + p.n * p.dp(); }              // [n, dp]
   int64_t v_at() const { return k_at() + p.n * p.dp(); }              // [n, dvp]
-  int64_t s_at() const { return v_at() + p.n * p.dvp(); }             // [n, np], exp(S - max)
+  int64_t s_at() const { return v_at() + p.n * p.dvp(); }             // [n, np], S^T, then exp
   int64_t w_at() const { return s_at() + p.n * p.np(); }              // [rows, np], kept rows
   int64_t o_at() const { return w_at() + p.rows() * p.np(); }         // [rows, dvp]
-  int64_t stat_at() const { return o_at() + p.rows() * p.dvp(); }     // [4, n]: max, sum, score, key
-  int64_t scratch() const { return stat_at() + 4 * p.n; }
+  int64_t stat_at() const { return o_at() + p.rows() * p.dvp(); }     // [4, np]: max, sum, score, key
+  int64_t scratch() const { return stat_at() + 4 * p.np(); }
 
   void run(int64_t bh, T* buf, int64_t* sel) const {
     const int64_t b = bh / p.heads, h = bh % p.heads, n = p.n, np = p.np(), rows = p.rows();
-    T *s = buf + s_at(), *w = buf + w_at();
-    T *o = buf + o_at(), *rmax = buf + stat_at(), *rsum = rmax + n, *score = rsum + n;
+    T *st = buf + s_at(), *w = buf + w_at();
+    T *o = buf + o_at(), *rmax = buf + stat_at(), *rsum = rmax + np, *score = rsum + np;
     int64_t ldq, ldk, ldv;
     const T* q = rows_of(p.q, b, h, n, p.d, buf + q_at(), &ldq);
     const T* k = rows_of(p.k, b, h, n, p.d, buf + k_at(), &ldk);
     const T* v = rows_of(p.v, b, h, n, p.dv, buf + v_at(), &ldv);
-    dots(q, ldq, n, k, ldk, n, p.dp(), s, np);  // q k^T (padding columns stay 0)
-    for (int64_t i = 0; i < n; ++i) {
-      T* row = s + i * np;
-      scale_row(row, np, p.scale);  // S = (q k^T) scale
-      rmax[i] = row_max(row, n);
-      rsum[i] = exp_shifted(row, n, np, rmax[i]);
-      score[i] = row_std(row, n, np, rsum[i]) / rsum[i];  // std(A_i) = std(e_i) / sum(e_i)
-    }
-    select_rows(p, score, score + n, sel);
+    dots(k, ldk, n, q, ldq, n, p.dp(), st, np);  // (q k^T)^T: rows side by side in lanes
+    row_statistics(st, n, np, p.scale, rmax, rsum, score);
+    select_rows(p, score, score + np, sel);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t i = sel[r];
       T* wr = w + r * np;
-      std::memcpy(wr, s + i * np, np * sizeof(T));
-      scale_row(wr, np, T(1) / rsum[i]);
+      const T inv = T(1) / rsum[i];
+      for (int64_t j = 0; j < n; ++j) wr[j] = st[j * np + i] * inv;
       if (p.second) softmax_row(wr, n, np);
       lse[bh * rows + r] = rmax[i] + std::log(rsum[i]);
       if (r >= p.first) index[bh * p.keep + r - p.first] = i;
