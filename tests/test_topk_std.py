@@ -585,3 +585,5 @@ def test_backward_kernel_rejects_bad_index(backend):
         broken[0, 1, 0] = bad
         with pytest.raises(ValueError, match="index values must be in"):
             module.topk_std_attention_backward(torch.ones_like(out), q, k, v, broken, lse, True, 0.5, False)
+    with pytest.raises(ValueError, match="index must be strictly increasing"):
+        module.topk_std_attention_backward(torch.ones_like(out), q, k, v, index.flip(-1), lse, True, 0.5, False)

@@ -308,27 +308,28 @@ Strided<S> strided(const at::Tensor& t) {
   return {t.const_data_ptr<S>(), t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
-// Row t of problem (b, h), columns [0, cols), converted to T and times `mul`.
+// Row t of problem (b, h), columns [0, cols), converted to T.
 template <typename S, typename T>
-inline void load_row(const Strided<S>& in, int64_t b, int64_t h, int64_t t, int64_t cols, T mul, T* dst) {
+inline void load_row(const Strided<S>& in, int64_t b, int64_t h, int64_t t, int64_t cols, T* dst) {
   const S* src = in.data + b * in.sb + h * in.sh + t * in.st;
   if (in.sc == 1) {
-    for (int64_t c = 0; c < cols; ++c) dst[c] = static_cast<T>(src[c]) * mul;
+    if constexpr (std::is_same<S, T>::value) {
+      std::memcpy(dst, src, cols * sizeof(T));
+    } else {
+      for (int64_t c = 0; c < cols; ++c) dst[c] = static_cast<T>(src[c]);
+    }
   } else {
-    for (int64_t c = 0; c < cols; ++c) dst[c] = static_cast<T>(src[c * in.sc]) * mul;
+    for (int64_t c = 0; c < cols; ++c) dst[c] = static_cast<T>(src[c * in.sc]);
   }
 }
 
-// The same row stored as column t of a [cols, ld] matrix.
 template <typename S, typename T>
-inline void load_column(const Strided<S>& in, int64_t b, int64_t h, int64_t t, int64_t cols, T* dst, int64_t ld) {
-  const S* src = in.data + b * in.sb + h * in.sh + t * in.st;
-  for (int64_t c = 0; c < cols; ++c) dst[c * ld] = static_cast<T>(src[c * in.sc]);
-}
-
-template <typename S, typename T>
-inline void store_row(const T* src, int64_t cols, T mul, S* dst) {
-  for (int64_t c = 0; c < cols; ++c) dst[c] = static_cast<S>(src[c] * mul);
+inline void store_row(const T* src, int64_t cols, S* dst) {
+  if constexpr (std::is_same<S, T>::value) {
+    std::memcpy(dst, src, cols * sizeof(T));
+  } else {
+    for (int64_t c = 0; c < cols; ++c) dst[c] = static_cast<S>(src[c]);
+  }
 }
 
 // Rows [0, n) of problem (b, h) as a [n, ceil_to(cols, kLanes)] matrix with leading
@@ -349,7 +350,7 @@ inline const T* rows_of(const Strided<S>& in, int64_t b, int64_t h, int64_t n, i
     }
   }
   const int64_t cp = ceil_to(cols, kLanes<T>);
-  for (int64_t t = 0; t < n; ++t) load_row(in, b, h, t, cols, T(1), scratch + t * cp);
+  for (int64_t t = 0; t < n; ++t) load_row(in, b, h, t, cols, scratch + t * cp);
   *ld = cp;
   return scratch;
 }
@@ -474,7 +475,7 @@ struct Forward {
       }
     }
     rows_times(w, np, rows, n, v, ldv, p.dv, o, p.dvp());  // out = A[kept] v
-    for (int64_t r = 0; r < rows; ++r) store_row(o + r * p.dvp(), p.dv, T(1), out_bh + r * p.dv);
+    for (int64_t r = 0; r < rows; ++r) store_row(o + r * p.dvp(), p.dv, out_bh + r * p.dv);
   }
 };
 
@@ -514,7 +515,7 @@ struct Backward {
     T *gq = buf + dq_at(), *gk = buf + dk_at(), *gv = buf + dv_at();
     if (p.first) sel[0] = 0;
     for (int64_t r = p.first; r < rows; ++r) sel[r] = index[bh * p.keep + r - p.first];
-    for (int64_t r = 0; r < rows; ++r) load_row(p.q, b, h, sel[r], p.d, T(1), q + r * dp);
+    for (int64_t r = 0; r < rows; ++r) load_row(p.q, b, h, sel[r], p.d, q + r * dp);
     int64_t ldk, ldv, ldg;
     const T* k = rows_of(p.k, b, h, n, p.d, buf + k_at(), &ldk);
     const T* v = rows_of(p.v, b, h, n, p.dv, buf + v_at(), &ldv);
@@ -567,11 +568,15 @@ struct Backward {
     }
     if (!dk_done) rows_times(tr, rows, n, rows, q, dp, p.d, gk, dp);
     S* dq_bh = dq + bh * n * p.d;
-    std::fill(dq_bh, dq_bh + n * p.d, static_cast<S>(0));  // in cache: rewriting kept rows is cheap
-    for (int64_t r = 0; r < rows; ++r) store_row(gq + r * dp, p.d, T(1), dq_bh + sel[r] * p.d);
-    for (int64_t t = 0; t < n; ++t) {
-      if (!dk_done) store_row(gk + t * dp, p.d, T(1), dk_bh + t * p.d);
-      if (!dv_done) store_row(gv + t * dvp, p.dv, T(1), dv_bh + t * p.dv);
+    for (int64_t t = 0, r = 0; t < n; ++t) {  // sel is ascending: kept rows in one pass
+      S* dq_t = dq_bh + t * p.d;
+      if (r < rows && sel[r] == t) {
+        store_row(gq + r++ * dp, p.d, dq_t);
+      } else {
+        std::fill(dq_t, dq_t + p.d, static_cast<S>(0));
+      }
+      if (!dk_done) store_row(gk + t * dp, p.d, dk_bh + t * p.d);
+      if (!dv_done) store_row(gv + t * dvp, p.dv, dv_bh + t * p.dv);
     }
   }
 };
@@ -647,8 +652,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_backward(
   const at::Tensor index = index_.to(at::kLong).contiguous();
   const at::Tensor lse = lse_.to(acc_type(q.scalar_type())).contiguous();
   const int64_t* idx = index.const_data_ptr<int64_t>();
-  for (int64_t m = 0; m < index.numel(); ++m)  // the kernel gathers q rows by these
+  for (int64_t m = 0; m < index.numel(); ++m) {  // the kernel gathers q rows by these, in order
     TORCH_CHECK_VALUE(idx[m] >= first && idx[m] < T, "index values must be in [", first, ", ", T, "), got ", idx[m]);
+    TORCH_CHECK_VALUE(m % keep == 0 || idx[m] > idx[m - 1],
+                      "index must be strictly increasing along its last dimension (as the forward returns it)");
+  }
   at::Tensor dq = empty_huge(q.sizes(), q.options()), dk = empty_huge(k.sizes(), k.options());
   at::Tensor dv = empty_huge(v.sizes(), v.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "topk_std_attention_backward", [&] {
