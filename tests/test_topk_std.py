@@ -547,6 +547,27 @@ def test_custom_op_registration(backend):
 
 
 @pytest.mark.parametrize("backend", CPU)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_streamed_outputs_match_cached(backend, dtype):
+    """Outputs of 16 MiB and more (out, dq, dk, dv here) are written with streaming stores:
+    the same numbers as the cached stores of a small batch."""
+    g = torch.Generator().manual_seed(24)
+    q, k = (torch.randn(512, 8, 9, 128, generator=g, dtype=dtype) for _ in range(2))
+    v = torch.randn(512, 8, 9, 160, generator=g, dtype=dtype)  # float32: out 18 MB, dq / dk 19 MB, dv 24 MB
+    grad = torch.randn(512, 8, 7, 160, generator=g, dtype=dtype)
+
+    def run(batch):
+        inputs = [t[:batch].clone().requires_grad_() for t in (q, k, v)]
+        out, index = fastlocal.topk_std_attention(*inputs, 6, backend=backend)
+        out.backward(grad[:batch])
+        return out, index, *(t.grad for t in inputs)
+
+    assert run(512)[0].nbytes >= 16 << 20
+    for big, small in zip(run(512), run(3), strict=True):
+        assert torch.equal(big[:3], small)
+
+
+@pytest.mark.parametrize("backend", CPU)
 def test_cpu_instruction_sets_and_threads_agree(backend, monkeypatch):
     """The portable build matches the AVX2 one, and results do not depend on the thread count."""
     g = torch.Generator().manual_seed(23)

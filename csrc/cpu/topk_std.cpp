@@ -31,6 +31,8 @@
 #include <type_traits>
 #include <vector>
 
+#include <emmintrin.h>  // _mm_stream_ps / _pd, _mm_sfence: SSE2, so every x86-64 build
+
 #include "../common/topk_std_checks.h"
 #include "huge_pages.h"
 #include "isa.h"
@@ -145,10 +147,33 @@ inline vec<double> vexp(vec<double> x) {
   return x;
 }
 
+// Streaming (non-temporal) store of one vector, for outputs too large to stay in cache: it
+// skips reading each line from memory before overwriting it. p must be 16-byte aligned.
+template <typename T>
+inline void vstream(T* p, vec<T> v) {
+  if constexpr (std::is_same<T, float>::value) {
+    _mm_stream_ps(p, (__m128)__builtin_shufflevector(v, v, 0, 1, 2, 3));
+    _mm_stream_ps(p + 4, (__m128)__builtin_shufflevector(v, v, 4, 5, 6, 7));
+  } else {
+    _mm_stream_pd(p, (__m128d)__builtin_shufflevector(v, v, 0, 1));
+    _mm_stream_pd(p + 2, (__m128d)__builtin_shufflevector(v, v, 2, 3));
+  }
+}
+
+// Outputs from this size on are written with vstream: past the last-level cache share of a
+// core group (32 MiB per Zen CCD, less per core on Xeons) nothing of them would be read
+// back from cache anyway.
+constexpr int64_t kStreamBytes = int64_t(16) << 20;
+
+inline bool stream_output(const at::Tensor& out) {
+  return out.nbytes() >= static_cast<size_t>(kStreamBytes) &&
+         reinterpret_cast<uintptr_t>(out.const_data_ptr()) % 16 == 0;
+}
+
 // ---- the one product ------------------------------------------------------------------------
 
 // out[r][c] = sum_{b < nb} w[r * ldw + b] * x[b * ldx + c] for r < R, over NV vectors of c.
-template <typename T, int R, int NV>
+template <typename T, bool Stream, int R, int NV>
 inline void rows_times_block(const T* w, int64_t ldw, int64_t nb, const T* x, int64_t ldx, T* out, int64_t ldo) {
   vec<T> acc[R][NV] = {};
   for (int64_t b = 0; b < nb; ++b) {
@@ -160,33 +185,44 @@ inline void rows_times_block(const T* w, int64_t ldw, int64_t nb, const T* x, in
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int c = 0; c < NV; ++c) vstore(out + r * ldo + c * kLanes<T>, acc[r][c]);
+    for (int c = 0; c < NV; ++c) {
+      if constexpr (Stream) vstream(out + r * ldo + c * kLanes<T>, acc[r][c]);
+      else vstore(out + r * ldo + c * kLanes<T>, acc[r][c]);
+    }
 }
 
-template <typename T, int R>
+template <typename T, bool Stream, int R>
 inline void rows_times_tile(const T* w, int64_t ldw, int64_t nb, const T* x, int64_t ldx, int64_t m, T* out,
                             int64_t ldo) {
   int64_t c = 0;
   for (; c + 2 * kLanes<T> <= m; c += 2 * kLanes<T>)
-    rows_times_block<T, R, 2>(w, ldw, nb, x + c, ldx, out + c, ldo);
-  for (; c < m; c += kLanes<T>) rows_times_block<T, R, 1>(w, ldw, nb, x + c, ldx, out + c, ldo);
+    rows_times_block<T, Stream, R, 2>(w, ldw, nb, x + c, ldx, out + c, ldo);
+  for (; c < m; c += kLanes<T>) rows_times_block<T, Stream, R, 1>(w, ldw, nb, x + c, ldx, out + c, ldo);
 }
 
 // out[a][0:m] = sum_{b < nb} w[a * ldw + b] * x[b * ldx + 0:m] for a < na. Columns go in
 // whole vectors: x and out must hold ceil_to(m, kLanes) columns (x's extra columns only
 // reach out's extra columns). Row tiles of 4 x 2 vectors: 8 accumulators, each x vector
-// loaded once per tile.
-template <typename T>
+// loaded once per tile. Stream: out is written with vstream (16-byte aligned rows).
+template <typename T, bool Stream = false>
 void rows_times(const T* w, int64_t ldw, int64_t na, int64_t nb, const T* x, int64_t ldx, int64_t m, T* out,
                 int64_t ldo) {
   int64_t a = 0;
-  for (; a + 4 <= na; a += 4) rows_times_tile<T, 4>(w + a * ldw, ldw, nb, x, ldx, m, out + a * ldo, ldo);
+  for (; a + 4 <= na; a += 4) rows_times_tile<T, Stream, 4>(w + a * ldw, ldw, nb, x, ldx, m, out + a * ldo, ldo);
   switch (na - a) {
-    case 3: rows_times_tile<T, 3>(w + a * ldw, ldw, nb, x, ldx, m, out + a * ldo, ldo); break;
-    case 2: rows_times_tile<T, 2>(w + a * ldw, ldw, nb, x, ldx, m, out + a * ldo, ldo); break;
-    case 1: rows_times_tile<T, 1>(w + a * ldw, ldw, nb, x, ldx, m, out + a * ldo, ldo); break;
+    case 3: rows_times_tile<T, Stream, 3>(w + a * ldw, ldw, nb, x, ldx, m, out + a * ldo, ldo); break;
+    case 2: rows_times_tile<T, Stream, 2>(w + a * ldw, ldw, nb, x, ldx, m, out + a * ldo, ldo); break;
+    case 1: rows_times_tile<T, Stream, 1>(w + a * ldw, ldw, nb, x, ldx, m, out + a * ldo, ldo); break;
     default: break;
   }
+}
+
+// rows_times into an output tensor's rows, streamed when the output is large (stream_output).
+template <typename T>
+inline void rows_times_out(bool stream, const T* w, int64_t ldw, int64_t na, int64_t nb, const T* x, int64_t ldx,
+                           int64_t m, T* out) {
+  if (stream) rows_times<T, true>(w, ldw, na, nb, x, ldx, m, out, m);
+  else rows_times<T>(w, ldw, na, nb, x, ldx, m, out, m);
 }
 
 // out[i * ldo + j] = sum_c a[i * lda + c] * b[j * ldb + c] for i < na, j < nb, over dp
@@ -332,6 +368,20 @@ inline void store_row(const T* src, int64_t cols, S* dst) {
   }
 }
 
+// dst[0:cols] = src[0:cols], or zeros when src is null, by streaming stores (when
+// stream_row_output allows them: no conversion, whole vectors, aligned rows).
+template <typename S, typename T>
+inline void stream_row(const T* src, int64_t cols, S* dst) {
+  if constexpr (std::is_same<S, T>::value) {
+    for (int64_t c = 0; c < cols; c += kLanes<T>) vstream(dst + c, src ? vload(src + c) : vec<T>{});
+  }
+}
+
+template <typename S, typename T>
+bool stream_row_output(const at::Tensor& out) {
+  return std::is_same<S, T>::value && out.size(-1) % kLanes<T> == 0 && stream_output(out);
+}
+
 // Rows [0, n) of problem (b, h) as a [n, ceil_to(cols, kLanes)] matrix with leading
 // dimension *ld: the input itself when it already is one (accumulation dtype, unit column
 // stride, whole vectors per row), else a copy in `scratch` (whose padding stays 0).
@@ -434,6 +484,7 @@ struct Forward {
   S* out;        // [BH, rows, dv]
   int64_t* index;  // [BH, keep]
   T* lse;        // [BH, rows]
+  bool stream;   // out written with streaming stores (stream_output)
 
   // Scratch layout (elements of T), shared by every problem of a thread. q, k, v are used
   // in place when rows_of can (float32 / float64 with unit column stride): then their
@@ -470,7 +521,7 @@ struct Forward {
     S* out_bh = out + bh * rows * p.dv;
     if constexpr (std::is_same<S, T>::value) {
       if (p.dv % kLanes<T> == 0) {  // whole vectors per row: straight into the output
-        rows_times(w, np, rows, n, v, ldv, p.dv, out_bh, p.dv);
+        rows_times_out(stream, w, np, rows, n, v, ldv, p.dv, out_bh);
         return;
       }
     }
@@ -488,6 +539,7 @@ struct Backward {
   const int64_t* index;  // [BH, keep]
   const T* lse;          // [BH, rows]
   S *dq, *dk, *dv;       // contiguous, like q, k, v
+  bool stream_dq, stream_dk, stream_dv;  // written with streaming stores (stream_output)
 
   int64_t q_at() const { return 0; }                                 // [rows, dp], kept q rows
   int64_t k_at() const { return q_at() + p.rows() * p.dp(); }        // [n, dp] (unless direct)
@@ -546,7 +598,7 @@ struct Backward {
     bool dv_done = false, dk_done = false;
     if constexpr (std::is_same<S, T>::value) {
       if (p.dv % kLanes<T> == 0) {  // dv = used^T dout, straight into the output
-        rows_times(tr, rows, n, rows, g, ldg, p.dv, dv_bh, p.dv);
+        rows_times_out(stream_dv, tr, rows, n, rows, g, ldg, p.dv, dv_bh);
         dv_done = true;
       }
     }
@@ -562,7 +614,7 @@ struct Backward {
     transpose(da, rows, n, np, tr);
     if constexpr (std::is_same<S, T>::value) {
       if (p.d % kLanes<T> == 0) {  // dk = scale dS^T q, straight into the output
-        rows_times(tr, rows, n, rows, q, dp, p.d, dk_bh, p.d);
+        rows_times_out(stream_dk, tr, rows, n, rows, q, dp, p.d, dk_bh);
         dk_done = true;
       }
     }
@@ -570,7 +622,10 @@ struct Backward {
     S* dq_bh = dq + bh * n * p.d;
     for (int64_t t = 0, r = 0; t < n; ++t) {  // sel is ascending: kept rows in one pass
       S* dq_t = dq_bh + t * p.d;
-      if (r < rows && sel[r] == t) {
+      const bool kept = r < rows && sel[r] == t;
+      if (stream_dq) {
+        stream_row(kept ? gq + r++ * dp : nullptr, p.d, dq_t);
+      } else if (kept) {
         store_row(gq + r++ * dp, p.d, dq_t);
       } else {
         std::fill(dq_t, dq_t + p.d, static_cast<S>(0));
@@ -601,6 +656,7 @@ void run_all(const Kernel& kernel, int64_t problems) {
     std::vector<T> buf(kernel.scratch() + kLanes<T>);
     std::vector<int64_t> sel(kernel.p.rows());
     run_for_isa(avx2, [&] { run_problems(kernel, bh0, bh1, buf.data(), sel.data()); });
+    _mm_sfence();  // streamed stores are weakly ordered: make them visible before the task ends
   });
 }
 
@@ -631,7 +687,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_forward(const 
     using T = at::opmath_type<scalar_t>;
     const Forward<scalar_t, T> kernel{make_problem<scalar_t, T>(q, k, v, keep, exclude_first, scale, second_softmax),
                                       out.mutable_data_ptr<scalar_t>(), index.mutable_data_ptr<int64_t>(),
-                                      lse.mutable_data_ptr<T>()};
+                                      lse.mutable_data_ptr<T>(), stream_output(out)};
     run_all<T>(kernel, B * H);
   });
   return {out, index, lse};
@@ -664,7 +720,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> topk_std_attention_backward(
     const Backward<scalar_t, T> kernel{make_problem<scalar_t, T>(q, k, v, keep, exclude_first, scale, second_softmax),
                                        strided<scalar_t>(grad), idx, lse.const_data_ptr<T>(),
                                        dq.mutable_data_ptr<scalar_t>(), dk.mutable_data_ptr<scalar_t>(),
-                                       dv.mutable_data_ptr<scalar_t>()};
+                                       dv.mutable_data_ptr<scalar_t>(), stream_row_output<scalar_t, T>(dq), stream_output(dk), stream_output(dv)};
     run_all<T>(kernel, B * H);
   });
   return {dq, dk, dv};
