@@ -78,16 +78,6 @@ inline void vstore(T* p, vec<T> v) { std::memcpy(p, &v, sizeof(v)); }
 
 inline int64_t ceil_to(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// Lanes l with base + l < n keep v, the others become 0.
-template <typename T>
-inline vec<T> first_lanes(vec<T> v, int64_t base, int64_t n) {
-  using I = typename Simd<T>::I;
-  I lane{};
-  for (int l = 0; l < kLanes<T>; ++l) lane[l] = l;
-  const int64_t inside = std::min<int64_t>(n - base, kLanes<T>);
-  return lane < (I{} + static_cast<typename Simd<T>::E>(inside)) ? v : vec<T>{};
-}
-
 template <typename T>
 inline T lane_sum(vec<T> v) {
   T s = 0;
@@ -172,15 +162,17 @@ inline bool stream_output(const at::Tensor& out) {
 
 // ---- the one product ------------------------------------------------------------------------
 
-// out[r][c] = sum_{b < nb} w[r * ldw + b] * x[b * ldx + c] for r < R, over NV vectors of c.
+// out[r][c] = sum_{b < nb} w[r * ldw + b * wstep] * x[b * ldx + c] for r < R, over NV
+// vectors of c.
 template <typename T, bool Stream, int R, int NV>
-inline void rows_times_block(const T* w, int64_t ldw, int64_t nb, const T* x, int64_t ldx, T* out, int64_t ldo) {
+inline void rows_times_block(const T* w, int64_t ldw, int64_t wstep, int64_t nb, const T* x, int64_t ldx, T* out,
+                             int64_t ldo) {
   vec<T> acc[R][NV] = {};
   for (int64_t b = 0; b < nb; ++b) {
     vec<T> xv[NV];
     for (int c = 0; c < NV; ++c) xv[c] = vload(x + b * ldx + c * kLanes<T>);
     for (int r = 0; r < R; ++r) {
-      const T s = w[r * ldw + b];
+      const T s = w[r * ldw + b * wstep];
       for (int c = 0; c < NV; ++c) acc[r][c] += s * xv[c];
     }
   }
@@ -192,37 +184,40 @@ inline void rows_times_block(const T* w, int64_t ldw, int64_t nb, const T* x, in
 }
 
 template <typename T, bool Stream, int R>
-inline void rows_times_tile(const T* w, int64_t ldw, int64_t nb, const T* x, int64_t ldx, int64_t m, T* out,
-                            int64_t ldo) {
+inline void rows_times_tile(const T* w, int64_t ldw, int64_t wstep, int64_t nb, const T* x, int64_t ldx, int64_t m,
+                            T* out, int64_t ldo) {
   int64_t c = 0;
   for (; c + 2 * kLanes<T> <= m; c += 2 * kLanes<T>)
-    rows_times_block<T, Stream, R, 2>(w, ldw, nb, x + c, ldx, out + c, ldo);
-  for (; c < m; c += kLanes<T>) rows_times_block<T, Stream, R, 1>(w, ldw, nb, x + c, ldx, out + c, ldo);
+    rows_times_block<T, Stream, R, 2>(w, ldw, wstep, nb, x + c, ldx, out + c, ldo);
+  for (; c < m; c += kLanes<T>) rows_times_block<T, Stream, R, 1>(w, ldw, wstep, nb, x + c, ldx, out + c, ldo);
 }
 
-// out[a][0:m] = sum_{b < nb} w[a * ldw + b] * x[b * ldx + 0:m] for a < na. Columns go in
-// whole vectors: x and out must hold ceil_to(m, kLanes) columns (x's extra columns only
-// reach out's extra columns). Row tiles of 4 x 2 vectors: 8 accumulators, each x vector
-// loaded once per tile. Stream: out is written with vstream (16-byte aligned rows).
+// out[a][0:m] = sum_{b < nb} w[a * ldw + b * wstep] * x[b * ldx + 0:m] for a < na (wstep
+// = 1: w row-major; ldw = 1: w stored transposed). Columns go in whole vectors: x and out
+// must hold ceil_to(m, kLanes) columns (x's extra columns only reach out's extra columns).
+// Row tiles of 4 x 2 vectors: 8 accumulators, each x vector loaded once per tile.
+// Stream: out is written with vstream (16-byte aligned rows).
 template <typename T, bool Stream = false>
-void rows_times(const T* w, int64_t ldw, int64_t na, int64_t nb, const T* x, int64_t ldx, int64_t m, T* out,
-                int64_t ldo) {
+void rows_times(const T* w, int64_t ldw, int64_t wstep, int64_t na, int64_t nb, const T* x, int64_t ldx, int64_t m,
+                T* out, int64_t ldo) {
   int64_t a = 0;
-  for (; a + 4 <= na; a += 4) rows_times_tile<T, Stream, 4>(w + a * ldw, ldw, nb, x, ldx, m, out + a * ldo, ldo);
+  for (; a + 4 <= na; a += 4)
+    rows_times_tile<T, Stream, 4>(w + a * ldw, ldw, wstep, nb, x, ldx, m, out + a * ldo, ldo);
   switch (na - a) {
-    case 3: rows_times_tile<T, Stream, 3>(w + a * ldw, ldw, nb, x, ldx, m, out + a * ldo, ldo); break;
-    case 2: rows_times_tile<T, Stream, 2>(w + a * ldw, ldw, nb, x, ldx, m, out + a * ldo, ldo); break;
-    case 1: rows_times_tile<T, Stream, 1>(w + a * ldw, ldw, nb, x, ldx, m, out + a * ldo, ldo); break;
+    case 3: rows_times_tile<T, Stream, 3>(w + a * ldw, ldw, wstep, nb, x, ldx, m, out + a * ldo, ldo); break;
+    case 2: rows_times_tile<T, Stream, 2>(w + a * ldw, ldw, wstep, nb, x, ldx, m, out + a * ldo, ldo); break;
+    case 1: rows_times_tile<T, Stream, 1>(w + a * ldw, ldw, wstep, nb, x, ldx, m, out + a * ldo, ldo); break;
     default: break;
   }
 }
 
-// rows_times into an output tensor's rows, streamed when the output is large (stream_output).
+// rows_times into an output tensor's rows (stride m), streamed when the output is large
+// (stream_output).
 template <typename T>
-inline void rows_times_out(bool stream, const T* w, int64_t ldw, int64_t na, int64_t nb, const T* x, int64_t ldx,
-                           int64_t m, T* out) {
-  if (stream) rows_times<T, true>(w, ldw, na, nb, x, ldx, m, out, m);
-  else rows_times<T>(w, ldw, na, nb, x, ldx, m, out, m);
+inline void rows_times_out(bool stream, const T* w, int64_t ldw, int64_t wstep, int64_t na, int64_t nb, const T* x,
+                           int64_t ldx, int64_t m, T* out) {
+  if (stream) rows_times<T, true>(w, ldw, wstep, na, nb, x, ldx, m, out, m);
+  else rows_times<T>(w, ldw, wstep, na, nb, x, ldx, m, out, m);
 }
 
 // out[i * ldo + j] = sum_c a[i * lda + c] * b[j * ldb + c] for i < na, j < nb, over dp
@@ -267,30 +262,49 @@ void dots(const T* a, int64_t lda, int64_t na, const T* b, int64_t ldb, int64_t 
   if (i < na) dots_rows<T, 1>(a + i * lda, lda, b, ldb, nb, dp, out + i * ldo, ldo);
 }
 
-// ---- row softmax pieces (columns j < n of a row padded to np) ----------------------------------
+// ---- softmax pieces, kLanes rows side by side ---------------------------------------------------
+// A [rows, n] matrix is stored transposed, [n, rp] with rp = ceil_to(rows, kLanes): row r is
+// lane r % kLanes of the vectors at column r - r % kLanes, and its softmax is that lane's
+// loop over j. Lanes past the last row compute finite garbage that nothing reads.
 
+// x[j] = exp(scale x[j] - shift[lanes]) in place: the kept rows of A from their log-sum-exp.
 template <typename T>
-inline T row_max(const T* row, int64_t n) {
-  T m = row[0];
-  for (int64_t j = 1; j < n; ++j) m = row[j] > m ? row[j] : m;
-  return m;
-}
-
-// row[j] = exp(row[j] - shift) for j < n, 0 on the padding; returns the sum.
-template <typename T>
-inline T exp_shifted(T* row, int64_t n, int64_t np, T shift) {
-  vec<T> sum{};
-  for (int64_t j = 0; j < np; j += kLanes<T>) {
-    const vec<T> e = first_lanes<T>(vexp(vload(row + j) - shift), j, n);
-    vstore(row + j, e);
-    sum += e;
+inline void exp_columns(T* x, int64_t n, int64_t rp, T scale, const T* shift) {
+  for (int64_t r = 0; r < rp; r += kLanes<T>) {
+    const vec<T> m = vload(shift + r);
+    for (int64_t j = 0; j < n; ++j) vstore(x + j * rp + r, vexp(vload(x + j * rp + r) * scale - m));
   }
-  return lane_sum<T>(sum);
 }
 
+// dst = softmax(src) row by row (the second softmax; dst may be src).
 template <typename T>
-inline void scale_row(T* row, int64_t np, T factor) {
-  for (int64_t j = 0; j < np; j += kLanes<T>) vstore(row + j, vload(row + j) * factor);
+inline void softmax_columns(const T* src, T* dst, int64_t n, int64_t rp) {
+  for (int64_t r = 0; r < rp; r += kLanes<T>) {
+    vec<T> m = vload(src + r);
+    for (int64_t j = 1; j < n; ++j) {
+      const vec<T> x = vload(src + j * rp + r);
+      m = x > m ? x : m;
+    }
+    vec<T> sum{};
+    for (int64_t j = 0; j < n; ++j) {
+      const vec<T> e = vexp(vload(src + j * rp + r) - m);
+      vstore(dst + j * rp + r, e);
+      sum += e;
+    }
+    const vec<T> inv = T(1) / sum;
+    for (int64_t j = 0; j < n; ++j) vstore(dst + j * rp + r, vload(dst + j * rp + r) * inv);
+  }
+}
+
+// Softmax backward row by row, in place: g[j] = mul * p[j] * (g[j] - sum_j p[j] g[j]).
+template <typename T>
+inline void softmax_grad_columns(const T* p, T* g, int64_t n, int64_t rp, T mul) {
+  for (int64_t r = 0; r < rp; r += kLanes<T>) {
+    vec<T> dot{};
+    for (int64_t j = 0; j < n; ++j) dot += vload(p + j * rp + r) * vload(g + j * rp + r);
+    for (int64_t j = 0; j < n; ++j)
+      vstore(g + j * rp + r, vload(p + j * rp + r) * (vload(g + j * rp + r) - dot) * mul);
+  }
 }
 
 // The softmax statistics of every row of S = scale st^T, kLanes rows side by side: st is
@@ -416,6 +430,7 @@ struct Problem {
   int64_t dp() const { return ceil_to(d, kLanes<T>); }
   int64_t dvp() const { return ceil_to(dv, kLanes<T>); }
   int64_t rows() const { return keep + first; }
+  int64_t rp() const { return ceil_to(rows(), kLanes<T>); }
 
   // Ask for problem bh's q, k, v rows ahead of use: one problem computes for about as long as
   // its ~7 KB (VidTr-S) take to stream in, so fetching the next one while this one runs
@@ -469,13 +484,6 @@ inline void select_rows(const Problem<S, T>& p, const T* score, T* key, int64_t*
   }
 }
 
-// Softmax of a row of probabilities in place (the second softmax); the padding stays 0.
-template <typename T>
-inline void softmax_row(T* row, int64_t n, int64_t np) {
-  const T sum = exp_shifted(row, n, np, row_max(row, n));
-  scale_row(row, np, T(1) / sum);
-}
-
 // ---- forward ------------------------------------------------------------------------------------
 
 template <typename S, typename T>
@@ -493,13 +501,13 @@ struct Forward {
   int64_t k_at() const { return q_at() + p.n * p.dp(); }              // [n, dp]
   int64_t v_at() const { return k_at() + p.n * p.dp(); }              // [n, dvp]
   int64_t s_at() const { return v_at() + p.n * p.dvp(); }             // [n, np], S^T, then exp
-  int64_t w_at() const { return s_at() + p.n * p.np(); }              // [rows, np], kept rows
-  int64_t o_at() const { return w_at() + p.rows() * p.np(); }         // [rows, dvp]
+  int64_t w_at() const { return s_at() + p.n * p.np(); }              // [n, rp], kept rows transposed
+  int64_t o_at() const { return w_at() + p.n * p.rp(); }              // [rows, dvp]
   int64_t stat_at() const { return o_at() + p.rows() * p.dvp(); }     // [4, np]: max, sum, score, key
   int64_t scratch() const { return stat_at() + 4 * p.np(); }
 
   void run(int64_t bh, T* buf, int64_t* sel) const {
-    const int64_t b = bh / p.heads, h = bh % p.heads, n = p.n, np = p.np(), rows = p.rows();
+    const int64_t b = bh / p.heads, h = bh % p.heads, n = p.n, np = p.np(), rows = p.rows(), rp = p.rp();
     T *st = buf + s_at(), *w = buf + w_at();
     T *o = buf + o_at(), *rmax = buf + stat_at(), *rsum = rmax + np, *score = rsum + np;
     int64_t ldq, ldk, ldv;
@@ -511,21 +519,20 @@ struct Forward {
     select_rows(p, score, score + np, sel);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t i = sel[r];
-      T* wr = w + r * np;
       const T inv = T(1) / rsum[i];
-      for (int64_t j = 0; j < n; ++j) wr[j] = st[j * np + i] * inv;
-      if (p.second) softmax_row(wr, n, np);
+      for (int64_t j = 0; j < n; ++j) w[j * rp + r] = st[j * np + i] * inv;
       lse[bh * rows + r] = rmax[i] + std::log(rsum[i]);
       if (r >= p.first) index[bh * p.keep + r - p.first] = i;
     }
+    if (p.second) softmax_columns(w, w, n, rp);
     S* out_bh = out + bh * rows * p.dv;
     if constexpr (std::is_same<S, T>::value) {
       if (p.dv % kLanes<T> == 0) {  // whole vectors per row: straight into the output
-        rows_times_out(stream, w, np, rows, n, v, ldv, p.dv, out_bh);
+        rows_times_out(stream, w, 1, rp, rows, n, v, ldv, p.dv, out_bh);
         return;
       }
     }
-    rows_times(w, np, rows, n, v, ldv, p.dv, o, p.dvp());  // out = A[kept] v
+    rows_times(w, 1, rp, rows, n, v, ldv, p.dv, o, p.dvp());  // out = A[kept] v
     for (int64_t r = 0; r < rows; ++r) store_row(o + r * p.dvp(), p.dv, out_bh + r * p.dv);
   }
 };
@@ -541,84 +548,65 @@ struct Backward {
   S *dq, *dk, *dv;       // contiguous, like q, k, v
   bool stream_dq, stream_dk, stream_dv;  // written with streaming stores (stream_output)
 
+  // Scratch layout (elements of T). The kept rows' [rows, n] matrices are stored transposed,
+  // [n, rp], so their softmax pieces run rows side by side and the products read them with
+  // either stride.
   int64_t q_at() const { return 0; }                                 // [rows, dp], kept q rows
   int64_t k_at() const { return q_at() + p.rows() * p.dp(); }        // [n, dp] (unless direct)
   int64_t v_at() const { return k_at() + p.n * p.dp(); }             // [n, dvp] (unless direct)
   int64_t g_at() const { return v_at() + p.n * p.dvp(); }            // [rows, dvp], upstream gradient
-  int64_t a_at() const { return g_at() + p.rows() * p.dvp(); }       // [rows, np], kept rows of A
-  int64_t a2_at() const { return a_at() + p.rows() * p.np(); }       // [rows, np], after 2nd softmax
-  int64_t da_at() const { return a2_at() + p.rows() * p.np(); }      // [rows, np], dA, then scale dS
-  int64_t t_at() const { return da_at() + p.rows() * p.np(); }       // [n, rows], a transpose
-  int64_t dq_at() const { return t_at() + p.n * p.rows(); }          // [rows, dp]
+  int64_t a_at() const { return g_at() + p.rows() * p.dvp(); }       // [n, rp], A^T (kept rows)
+  int64_t a2_at() const { return a_at() + p.n * p.rp(); }            // [n, rp], after 2nd softmax
+  int64_t da_at() const { return a2_at() + p.n * p.rp(); }           // [n, rp], dA^T, then scale dS^T
+  int64_t lse_at() const { return da_at() + p.n * p.rp(); }          // [rp], this problem's lse
+  int64_t dq_at() const { return lse_at() + p.rp(); }                // [rows, dp]
   int64_t dk_at() const { return dq_at() + p.rows() * p.dp(); }      // [n, dp]
   int64_t dv_at() const { return dk_at() + p.n * p.dp(); }           // [n, dvp]
   int64_t scratch() const { return dv_at() + p.n * p.dvp(); }
 
-  static void transpose(const T* src, int64_t rows, int64_t cols, int64_t ld, T* dst) {
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * ld + c];
-  }
-
   void run(int64_t bh, T* buf, int64_t* sel) const {
-    const int64_t b = bh / p.heads, h = bh % p.heads, n = p.n, np = p.np(), rows = p.rows();
+    const int64_t b = bh / p.heads, h = bh % p.heads, n = p.n, rows = p.rows(), rp = p.rp();
     const int64_t dp = p.dp(), dvp = p.dvp();
-    T *q = buf + q_at();
-    T *a = buf + a_at(), *a2 = buf + a2_at(), *da = buf + da_at(), *tr = buf + t_at();
+    T *q = buf + q_at(), *at = buf + a_at(), *a2t = buf + a2_at(), *dat = buf + da_at(), *shift = buf + lse_at();
     T *gq = buf + dq_at(), *gk = buf + dk_at(), *gv = buf + dv_at();
     if (p.first) sel[0] = 0;
     for (int64_t r = p.first; r < rows; ++r) sel[r] = index[bh * p.keep + r - p.first];
-    for (int64_t r = 0; r < rows; ++r) load_row(p.q, b, h, sel[r], p.d, q + r * dp);
+    for (int64_t r = 0; r < rows; ++r) {
+      load_row(p.q, b, h, sel[r], p.d, q + r * dp);
+      shift[r] = lse[bh * rows + r];
+    }
     int64_t ldk, ldv, ldg;
     const T* k = rows_of(p.k, b, h, n, p.d, buf + k_at(), &ldk);
     const T* v = rows_of(p.v, b, h, n, p.dv, buf + v_at(), &ldv);
     const T* g = rows_of(grad, b, h, rows, p.dv, buf + g_at(), &ldg);
-    dots(q, dp, rows, k, ldk, n, dp, a, np);     // q k^T of the kept rows, as in the forward
-    dots(g, ldg, rows, v, ldv, n, dvp, da, np);  // dA' = dout v^T
-    for (int64_t r = 0; r < rows; ++r) {  // A = exp(S - lse)
-      scale_row(a + r * np, np, p.scale);
-      exp_shifted(a + r * np, n, np, lse[bh * rows + r]);
+    dots(k, ldk, n, q, dp, rows, dp, at, rp);      // (q k^T)^T of the kept rows, as in the forward
+    dots(v, ldv, n, g, ldg, rows, dvp, dat, rp);   // dA'^T = (dout v^T)^T
+    exp_columns(at, n, rp, p.scale, shift);        // A = exp(scale S - lse)
+    const T* used = at;                            // the rows multiplied by v
+    if (p.second) {                                // A' = softmax(A): dA = A' * (dA' - sum_j A' dA')
+      softmax_columns(at, a2t, n, rp);
+      softmax_grad_columns(a2t, dat, n, rp, T(1));
+      used = a2t;
     }
-    const T* used = a;  // the rows multiplied by v
-    if (p.second) {
-      // A' = softmax(A): dA = A' * (dA' - sum_j A' dA').
-      std::memcpy(a2, a, rows * np * sizeof(T));
-      for (int64_t r = 0; r < rows; ++r) {
-        T* a2r = a2 + r * np;
-        T* dar = da + r * np;
-        softmax_row(a2r, n, np);
-        T dot = 0;
-        for (int64_t j = 0; j < n; ++j) dot += a2r[j] * dar[j];
-        for (int64_t j = 0; j < n; ++j) dar[j] = a2r[j] * (dar[j] - dot);
-      }
-      used = a2;
-    }
-    transpose(used, rows, n, np, tr);
     S* dv_bh = dv + bh * n * p.dv;
     S* dk_bh = dk + bh * n * p.d;
     bool dv_done = false, dk_done = false;
     if constexpr (std::is_same<S, T>::value) {
       if (p.dv % kLanes<T> == 0) {  // dv = used^T dout, straight into the output
-        rows_times_out(stream_dv, tr, rows, n, rows, g, ldg, p.dv, dv_bh);
+        rows_times_out(stream_dv, used, rp, 1, n, rows, g, ldg, p.dv, dv_bh);
         dv_done = true;
       }
     }
-    if (!dv_done) rows_times(tr, rows, n, rows, g, ldg, p.dv, gv, dvp);
-    for (int64_t r = 0; r < rows; ++r) {  // scale dS = scale A * (dA - sum_j A dA)
-      const T* ar = a + r * np;
-      T* dar = da + r * np;
-      T dot = 0;
-      for (int64_t j = 0; j < n; ++j) dot += ar[j] * dar[j];
-      for (int64_t j = 0; j < n; ++j) dar[j] = ar[j] * (dar[j] - dot) * p.scale;
-    }
-    rows_times(da, np, rows, n, k, ldk, p.d, gq, dp);  // dq[kept] = scale dS k
-    transpose(da, rows, n, np, tr);
+    if (!dv_done) rows_times(used, rp, 1, n, rows, g, ldg, p.dv, gv, dvp);
+    softmax_grad_columns(at, dat, n, rp, p.scale);          // scale dS = scale A * (dA - sum_j A dA)
+    rows_times(dat, 1, rp, rows, n, k, ldk, p.d, gq, dp);  // dq[kept] = scale dS k
     if constexpr (std::is_same<S, T>::value) {
       if (p.d % kLanes<T> == 0) {  // dk = scale dS^T q, straight into the output
-        rows_times_out(stream_dk, tr, rows, n, rows, q, dp, p.d, dk_bh);
+        rows_times_out(stream_dk, dat, rp, 1, n, rows, q, dp, p.d, dk_bh);
         dk_done = true;
       }
     }
-    if (!dk_done) rows_times(tr, rows, n, rows, q, dp, p.d, gk, dp);
+    if (!dk_done) rows_times(dat, rp, 1, n, rows, q, dp, p.d, gk, dp);
     S* dq_bh = dq + bh * n * p.d;
     for (int64_t t = 0, r = 0; t < n; ++t) {  // sel is ascending: kept rows in one pass
       S* dq_t = dq_bh + t * p.d;
