@@ -13,11 +13,14 @@
 // precision inputs cost no extra tensor. Each problem owns its output slices: no atomics,
 // results do not depend on the thread count.
 //
-// Every product is `rows_times`: out[a][:] = sum_b w[a][b] * x[b][:], vectorised over the
-// columns of x. So each output element is one sequential sum over b whatever the tiling,
-// and bitwise-equal attention rows get bitwise-equal stds (the tie rule relies on it).
-// The kernels are compiled twice, for AVX2 + FMA and for baseline x86-64, and chosen at
-// run time (FASTLOCAL_CPU_ISA=baseline forces the portable build).
+// Scores are `dots` (q_i . k_j: one vector sum then one fixed lane sum, whatever the tile),
+// the other products `rows_times` (out[a][:] = sum_b w[a][b] * x[b][:], vectorised over
+// x's columns, one sequential sum over b). Matrices with one row per attention row are
+// stored transposed, [T, rows], so softmax, std and selection run one row per vector lane.
+// So bitwise-equal attention rows get bitwise-equal stds (the tie rule relies on it).
+// Outputs of 16 MiB and more are written with streaming stores. The kernels are compiled
+// twice, for AVX2 + FMA and for baseline x86-64, and chosen at run time
+// (FASTLOCAL_CPU_ISA=baseline forces the portable build).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
