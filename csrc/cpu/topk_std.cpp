@@ -226,7 +226,7 @@ inline void rows_times_out(bool stream, const T* w, int64_t ldw, int64_t wstep, 
 // out[i * ldo + j] = sum_c a[i * lda + c] * b[j * ldb + c] for i < na, j < nb, over dp
 // columns (a multiple of kLanes; a and b hold them). Each element is one vector sum over c
 // then one lane sum, the same instructions wherever (i, j) falls in the tiles: bitwise-equal
-// rows of a give bitwise-equal rows of out. Tiles of 2 x 4: 8 accumulators, 6 loads.
+// rows of a give bitwise-equal rows of out.
 template <typename T, int R, int C>
 inline void dots_block(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t dp, T* out, int64_t ldo) {
   vec<T> acc[R][C] = {};
@@ -248,21 +248,28 @@ inline void dots_block(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t
   }
 }
 
+// Columns j < nb (a multiple of 4) of rows [0, R).
 template <typename T, int R>
 inline void dots_rows(const T* a, int64_t lda, const T* b, int64_t ldb, int64_t nb, int64_t dp, T* out, int64_t ldo) {
   int64_t j = 0;
   if constexpr (R == 1)
     for (; j + 8 <= nb; j += 8) dots_block<T, 1, 8>(a, lda, b + j * ldb, ldb, dp, out + j, ldo);
-  for (; j + 4 <= nb; j += 4) dots_block<T, R, 4>(a, lda, b + j * ldb, ldb, dp, out + j, ldo);
-  for (; j < nb; ++j) dots_block<T, R, 1>(a, lda, b + j * ldb, ldb, dp, out + j, ldo);
+  for (; j < nb; j += 4) dots_block<T, R, 4>(a, lda, b + j * ldb, ldb, dp, out + j, ldo);
 }
 
+// Tiles of 2 x 4, and the last nb % 4 columns in tiles of 8 x 1 (T = 9 or 33 leaves one
+// such column: a 2 x 1 tile would be two lone dependency chains).
 template <typename T>
 void dots(const T* a, int64_t lda, int64_t na, const T* b, int64_t ldb, int64_t nb, int64_t dp, T* out,
           int64_t ldo) {
+  const int64_t nb4 = nb / 4 * 4;
   int64_t i = 0;
-  for (; i + 2 <= na; i += 2) dots_rows<T, 2>(a + i * lda, lda, b, ldb, nb, dp, out + i * ldo, ldo);
-  if (i < na) dots_rows<T, 1>(a + i * lda, lda, b, ldb, nb, dp, out + i * ldo, ldo);
+  for (; i + 2 <= na; i += 2) dots_rows<T, 2>(a + i * lda, lda, b, ldb, nb4, dp, out + i * ldo, ldo);
+  if (i < na) dots_rows<T, 1>(a + i * lda, lda, b, ldb, nb4, dp, out + i * ldo, ldo);
+  for (int64_t j = nb4; j < nb; ++j) {
+    for (i = 0; i + 8 <= na; i += 8) dots_block<T, 8, 1>(a + i * lda, lda, b + j * ldb, ldb, dp, out + i * ldo + j, ldo);
+    for (; i < na; ++i) dots_block<T, 1, 1>(a + i * lda, lda, b + j * ldb, ldb, dp, out + i * ldo + j, ldo);
+  }
 }
 
 // ---- softmax pieces, kLanes rows side by side ---------------------------------------------------
