@@ -34,12 +34,11 @@
 #include <type_traits>
 #include <vector>
 
-#include <emmintrin.h>  // _mm_stream_ps / _pd, _mm_sfence: SSE2, so every x86-64 build
-
 #include "../common/topk_std_checks.h"
 #include "huge_pages.h"
 #include "isa.h"
 #include "ops.h"
+#include "streaming_stores.h"
 
 // 32-byte vectors pass between inlined internal functions only: no ABI to keep.
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -140,27 +139,16 @@ inline vec<double> vexp(vec<double> x) {
   return x;
 }
 
-// Streaming (non-temporal) store of one vector, for outputs too large to stay in cache: it
-// skips reading each line from memory before overwriting it. p must be 16-byte aligned.
+// One vector by streaming stores (streaming_stores.h); p 16-byte aligned.
 template <typename T>
 inline void vstream(T* p, vec<T> v) {
   if constexpr (std::is_same<T, float>::value) {
-    _mm_stream_ps(p, (__m128)__builtin_shufflevector(v, v, 0, 1, 2, 3));
-    _mm_stream_ps(p + 4, (__m128)__builtin_shufflevector(v, v, 4, 5, 6, 7));
+    stream16(p, __builtin_shufflevector(v, v, 0, 1, 2, 3));
+    stream16(p + 4, __builtin_shufflevector(v, v, 4, 5, 6, 7));
   } else {
-    _mm_stream_pd(p, (__m128d)__builtin_shufflevector(v, v, 0, 1));
-    _mm_stream_pd(p + 2, (__m128d)__builtin_shufflevector(v, v, 2, 3));
+    stream16(p, __builtin_shufflevector(v, v, 0, 1));
+    stream16(p + 2, __builtin_shufflevector(v, v, 2, 3));
   }
-}
-
-// Outputs from this size on are written with vstream: past the last-level cache share of a
-// core group (32 MiB per Zen CCD, less per core on Xeons) nothing of them would be read
-// back from cache anyway.
-constexpr int64_t kStreamBytes = int64_t(16) << 20;
-
-inline bool stream_output(const at::Tensor& out) {
-  return out.nbytes() >= static_cast<size_t>(kStreamBytes) &&
-         reinterpret_cast<uintptr_t>(out.const_data_ptr()) % 16 == 0;
 }
 
 // ---- the one product ------------------------------------------------------------------------
@@ -654,7 +642,7 @@ void run_all(const Kernel& kernel, int64_t problems) {
     std::vector<T> buf(kernel.scratch() + kLanes<T>);
     std::vector<int64_t> sel(kernel.p.rows());
     run_for_isa(avx2, [&] { run_problems(kernel, bh0, bh1, buf.data(), sel.data()); });
-    _mm_sfence();  // streamed stores are weakly ordered: make them visible before the task ends
+    finish_streaming();
   });
 }
 
