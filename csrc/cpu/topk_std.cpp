@@ -263,7 +263,13 @@ void dots(const T* a, int64_t lda, int64_t na, const T* b, int64_t ldb, int64_t 
 // ---- softmax pieces, kLanes rows side by side ---------------------------------------------------
 // A [rows, n] matrix is stored transposed, [n, rp] with rp = ceil_to(rows, kLanes): row r is
 // lane r % kLanes of the vectors at column r - r % kLanes, and its softmax is that lane's
-// loop over j. Lanes past the last row compute finite garbage that nothing reads.
+// loop over j. Lanes past the last row compute values nothing reads; zeroed on entry
+// (zero_padding_lanes) they stay finite and the same for every problem.
+
+template <typename T>
+inline void zero_padding_lanes(T* x, int64_t n, int64_t rows, int64_t rp) {
+  for (int64_t j = 0; rows < rp && j < n; ++j) std::fill(x + j * rp + rows, x + (j + 1) * rp, T(0));
+}
 
 // x[j] = exp(scale x[j] - shift[lanes]) in place: the kept rows of A from their log-sum-exp.
 template <typename T>
@@ -579,6 +585,8 @@ struct Backward {
     const T* g = rows_of(grad, b, h, rows, p.dv, buf + g_at(), &ldg);
     dots(k, ldk, n, q, dp, rows, dp, at, rp);      // (q k^T)^T of the kept rows, as in the forward
     dots(v, ldv, n, g, ldg, rows, dvp, dat, rp);   // dA'^T = (dout v^T)^T
+    zero_padding_lanes(at, n, rows, rp);
+    zero_padding_lanes(dat, n, rows, rp);
     exp_columns(at, n, rp, p.scale, shift);        // A = exp(scale S - lse)
     const T* used = at;                            // the rows multiplied by v
     if (p.second) {                                // A' = softmax(A): dA = A' * (dA' - sum_j A' dA')
