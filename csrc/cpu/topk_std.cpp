@@ -280,22 +280,31 @@ inline void exp_columns(T* x, int64_t n, int64_t rp, T scale, const T* shift) {
   }
 }
 
+// One lane group of the rows of scale x (x[j * ld], j < n): their max into *max, then
+// dst[j * ld] = exp(scale x[j * ld] - max); returns the sums. dst may be x.
+template <typename T>
+inline vec<T> exp_minus_max(const T* x, T* dst, int64_t n, int64_t ld, T scale, vec<T>* max) {
+  vec<T> m = vload(x) * scale;
+  for (int64_t j = 1; j < n; ++j) {
+    const vec<T> s = vload(x + j * ld) * scale;
+    m = s > m ? s : m;
+  }
+  vec<T> sum{};
+  for (int64_t j = 0; j < n; ++j) {
+    const vec<T> e = vexp(vload(x + j * ld) * scale - m);
+    vstore(dst + j * ld, e);
+    sum += e;
+  }
+  *max = m;
+  return sum;
+}
+
 // dst = softmax(src) row by row (the second softmax; dst may be src).
 template <typename T>
 inline void softmax_columns(const T* src, T* dst, int64_t n, int64_t rp) {
   for (int64_t r = 0; r < rp; r += kLanes<T>) {
-    vec<T> m = vload(src + r);
-    for (int64_t j = 1; j < n; ++j) {
-      const vec<T> x = vload(src + j * rp + r);
-      m = x > m ? x : m;
-    }
-    vec<T> sum{};
-    for (int64_t j = 0; j < n; ++j) {
-      const vec<T> e = vexp(vload(src + j * rp + r) - m);
-      vstore(dst + j * rp + r, e);
-      sum += e;
-    }
-    const vec<T> inv = T(1) / sum;
+    vec<T> m;
+    const vec<T> inv = T(1) / exp_minus_max(src + r, dst + r, n, rp, T(1), &m);
     for (int64_t j = 0; j < n; ++j) vstore(dst + j * rp + r, vload(dst + j * rp + r) * inv);
   }
 }
@@ -321,17 +330,8 @@ template <typename T>
 inline void row_statistics(T* st, int64_t n, int64_t np, T scale, T* rmax, T* rsum, T* score) {
   using V = vec<T>;
   for (int64_t i = 0; i < np; i += kLanes<T>) {
-    V m = vload(st + i) * scale;
-    for (int64_t j = 1; j < n; ++j) {
-      const V s = vload(st + j * np + i) * scale;
-      m = s > m ? s : m;
-    }
-    V sum{};
-    for (int64_t j = 0; j < n; ++j) {
-      const V e = vexp(vload(st + j * np + i) * scale - m);
-      vstore(st + j * np + i, e);
-      sum += e;
-    }
+    V m;
+    const V sum = exp_minus_max(st + i, st + i, n, np, scale, &m);
     V var{};
     if (n >= 2) {
       const V mean = sum / static_cast<T>(n);
