@@ -17,8 +17,8 @@ Every op takes ``backend=`` ("cuda", "triton", "cpu", "reference"); see
 from . import metrics, nn, selective
 from ._dispatch import BackendUnavailableError, available_backends, use_backend
 from .local_attention import local_attention, local_attention_probs
-from .nms import batched_nms_1d, nms_1d, soft_nms_1d
-from .roi_align import roi_align_1d
+from .nms_1d import batched_nms_1d, nms_1d, soft_nms_1d
+from .roi_align_1d import roi_align_1d
 from .topk_std import topk_std_attention, topk_std_pool
 
 __version__ = "0.1.0"

@@ -17,10 +17,10 @@ import torch
 from ._dispatch import BACKENDS, available_backends, triton_interpreted
 from .local_attention import IMPLEMENTED as LOCAL_ATTENTION_BACKENDS
 from .local_attention import local_attention
-from .nms import IMPLEMENTED as NMS_BACKENDS
-from .nms import nms_1d
-from .roi_align import IMPLEMENTED as ROI_ALIGN_BACKENDS
-from .roi_align import roi_align_1d
+from .nms_1d import IMPLEMENTED as NMS_BACKENDS
+from .nms_1d import nms_1d
+from .roi_align_1d import IMPLEMENTED as ROI_ALIGN_BACKENDS
+from .roi_align_1d import roi_align_1d
 from .topk_std import IMPLEMENTED as TOPK_STD_BACKENDS
 from .topk_std import topk_std_attention
 

@@ -183,7 +183,7 @@ def test_topk_std_attention_reference_compiled():
 
 def test_compiled_op_follows_use_backend(monkeypatch):
     from fastlocal import _C
-    from fastlocal.reference import roi_align as ref_roi
+    from fastlocal.reference import roi_align_1d as ref_roi
 
     ran = []
     real_cpu, real_ref = _C.roi_align_1d_forward, ref_roi.roi_align_1d

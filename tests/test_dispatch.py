@@ -25,13 +25,13 @@ import torch
 
 import fastlocal
 from fastlocal import _C, _dispatch
-from fastlocal.reference import nms as ref_nms
-from fastlocal.reference import roi_align as ref_roi
+from fastlocal.reference import nms_1d as ref_nms
+from fastlocal.reference import roi_align_1d as ref_roi
 
 LA = importlib.import_module("fastlocal.local_attention")  # fastlocal.local_attention is the function
 TOPK = importlib.import_module("fastlocal.topk_std")
-ROI = importlib.import_module("fastlocal.roi_align")
-NMS = importlib.import_module("fastlocal.nms")
+ROI = importlib.import_module("fastlocal.roi_align_1d")
+NMS = importlib.import_module("fastlocal.nms_1d")
 
 ENV = _dispatch.ENV_VAR
 ALL = ("cuda", "triton", "cpu", "reference")

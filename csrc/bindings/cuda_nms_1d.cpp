@@ -3,7 +3,7 @@
 
 #include <vector>
 
-#include "../common/roi_checks.h"
+#include "../common/roi_align_1d_checks.h"
 #include "../cuda/nms_1d.h"
 #include "cuda_glue.h"
 

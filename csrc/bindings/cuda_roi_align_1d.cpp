@@ -3,7 +3,7 @@
 
 #include <algorithm>
 
-#include "../common/roi_checks.h"
+#include "../common/roi_align_1d_checks.h"
 #include "../cuda/roi_align_1d.h"
 #include "cuda_glue.h"
 

@@ -9,7 +9,7 @@
 #include <numeric>
 #include <vector>
 
-#include "../common/roi_checks.h"
+#include "../common/roi_align_1d_checks.h"
 #include "ops.h"
 
 namespace fastlocal::cpu {

@@ -1,6 +1,6 @@
 // RoI-align over a 1-D (temporal) axis: G-TAD's Align1D with torchvision's border rule.
 // Semantics: DESIGN.md "Reference semantics / RoI-align-1D"; the pure-PyTorch twin is
-// fastlocal/reference/roi_align.py.
+// fastlocal/reference/roi_align_1d.py.
 //
 // The op is a sparse linear map per RoI, the same for every channel: bin p of RoI n is
 // sum_k w_k * x[b, :, f_k] over a handful of (frame, weight) taps. Both directions work
@@ -25,7 +25,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "../common/roi_checks.h"
+#include "../common/roi_align_1d_checks.h"
 #include "huge_pages.h"
 #include "isa.h"
 #include "ops.h"

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from . import local_attention, roi_align, selective, topk_std
+from . import local_attention, roi_align_1d, selective, topk_std
 from .memory import PeakMemory
 from .suite import Suite
 
@@ -64,28 +64,28 @@ class LocalAttention(Suite):
 
 
 class RoiAlign(Suite):
-    """:mod:`fastlocal.bench.roi_align`: ETAD's and G-TAD's RoI layers against the plain-PyTorch gather."""
+    """:mod:`fastlocal.bench.roi_align_1d`: ETAD's and G-TAD's RoI layers against the plain-PyTorch gather."""
 
-    op = roi_align.OP
-    configs = roi_align.CONFIGS
+    op = roi_align_1d.OP
+    configs = roi_align_1d.CONFIGS
     # ETAD's RoI layer on one video instead of 16 (the suite's calls take seconds on 2 cores).
     quick_configs = (dataclasses.replace(configs[0], videos=1),)
     tiny_configs = tuple(dataclasses.replace(c, videos=1, channels=8, length=24) for c in configs)
-    methods = tuple(roi_align.METHODS)
+    methods = tuple(roi_align_1d.METHODS)
     peers = "gather (plain PyTorch)"
 
     def is_peer(self, method: str) -> bool:
-        return not isinstance(roi_align.METHODS[method], roi_align.FastLocal)
+        return not isinstance(roi_align_1d.METHODS[method], roi_align_1d.FastLocal)
 
     def unavailable(self, method: str, config: Any, mode: str) -> str | None:
-        return roi_align.METHODS[method].unavailable(config, mode)
+        return roi_align_1d.METHODS[method].unavailable(config, mode)
 
     def call(self, method: str, config: Any, mode: str) -> Callable[[], tuple[torch.Tensor, ...]]:
-        m = roi_align.METHODS[method]
+        m = roi_align_1d.METHODS[method]
         return functools.partial(m.run, m.make_inputs(config, mode), mode)
 
     def peak_memory(self, method: str, config: Any, mode: str) -> PeakMemory:
-        return roi_align.peak_memory(method, config, mode)
+        return roi_align_1d.peak_memory(method, config, mode)
 
 
 class TopkStd(Suite):

@@ -1,11 +1,11 @@
 """pytest-benchmark: roi_align_1d against the unfused PyTorch paths, speed and peak memory.
 
-For every configuration in :data:`fastlocal.bench.roi_align.CONFIGS` (ETAD's RoI layer,
+For every configuration in :data:`fastlocal.bench.roi_align_1d.CONFIGS` (ETAD's RoI layer,
 G-TAD's dense proposal map), every method in ``METHODS`` (fastlocal backends, the plain
 PyTorch gather) and both modes. Each test records in ``extra_info`` the peak memory of
 one call measured in a fresh process; unavailable methods are skipped with the reason.
 
-Run with ``pytest benchmarks/test_roi_align.py --benchmark-only -q``.
+Run with ``pytest benchmarks/test_roi_align_1d.py --benchmark-only -q``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import itertools
 import pytest
 import torch
 
-from fastlocal.bench.roi_align import CONFIGS, METHODS, MODES, Config, peak_memory, warm_up
+from fastlocal.bench.roi_align_1d import CONFIGS, METHODS, MODES, Config, peak_memory, warm_up
 from fastlocal.bench.suite import rounds_for
 
 CASES = [
@@ -25,7 +25,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("config", "mode", "method_name"), CASES)
-def test_roi_align(benchmark, config: Config, mode: str, method_name: str) -> None:
+def test_roi_align_1d(benchmark, config: Config, mode: str, method_name: str) -> None:
     method = METHODS[method_name]
     benchmark.group = f"roi_align_1d {config.name} {mode}"
     reason = method.unavailable(config, mode)

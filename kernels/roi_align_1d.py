@@ -7,7 +7,7 @@ rule. Every kernel evaluates the samples with :func:`_sample`, divisions IEEE-ro
 no FMA contraction (``enable_fp_fusion=False``), so sample positions and weights are
 those of the CPU kernel.
 Inputs of any strides; float16 / bfloat16 / float32 accumulate in float32, float64 in
-float64 (RoIs come in that accumulation type, see ``fastlocal/roi_align.py``).
+float64 (RoIs come in that accumulation type, see ``fastlocal/roi_align_1d.py``).
 
 Backward, two schemes:
 

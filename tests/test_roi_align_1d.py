@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 import fastlocal
 from fastlocal._dispatch import triton_interpreted
 
-RA = importlib.import_module("fastlocal.roi_align")  # fastlocal.roi_align_1d is the function
+RA = importlib.import_module("fastlocal.roi_align_1d")  # fastlocal.roi_align_1d is the function
 # float64 backends follow the same formula as the oracle; only summation order and
 # (with FASTLOCAL_NATIVE=1) FMA contraction may differ, i.e. a few ulps of O(1) values.
 F64 = {"rtol": 1e-12, "atol": 1e-12}

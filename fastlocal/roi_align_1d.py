@@ -6,11 +6,11 @@ import torch
 
 from . import _validate as check
 from ._dispatch import kernels, resolve_backend
-from .reference import roi_align as reference
+from .reference import roi_align_1d as reference
 
 IMPLEMENTED = ("cuda", "triton", "cpu", "reference")
 # Adaptive sampling takes ceil(len / P) samples per bin; beyond this, every backend would
-# loop ~len / P times per bin (mirrors kMaxAdaptiveSamples in csrc/common/roi_checks.h).
+# loop ~len / P times per bin (mirrors kMaxAdaptiveSamples in csrc/common/roi_align_1d_checks.h).
 MAX_ADAPTIVE_SAMPLES = 65536
 
 
@@ -78,7 +78,7 @@ def roi_align_1d(
 def _roi_align_1d(
     input: torch.Tensor, rois: torch.Tensor, output_size: int, sampling_ratio: int, aligned: bool, backend: str
 ) -> torch.Tensor:
-    return kernels(backend, "roi_align").roi_align_1d_forward(input, rois, output_size, sampling_ratio, aligned)
+    return kernels(backend, "roi_align_1d").roi_align_1d_forward(input, rois, output_size, sampling_ratio, aligned)
 
 
 @_roi_align_1d.register_fake
@@ -91,7 +91,7 @@ def _roi_align_1d_backward(
     grad: torch.Tensor, rois: torch.Tensor, batch: int, length: int, sampling_ratio: int, aligned: bool,
     backend: str,
 ) -> torch.Tensor:
-    return kernels(backend, "roi_align").roi_align_1d_backward(
+    return kernels(backend, "roi_align_1d").roi_align_1d_backward(
         grad, rois, batch, length, sampling_ratio, aligned
     )
 

@@ -11,7 +11,7 @@ import torch
 
 from . import _validate as check
 from ._dispatch import kernels, resolve_backend
-from .reference import nms as reference
+from .reference import nms_1d as reference
 
 IMPLEMENTED = ("cuda", "cpu", "reference")  # nms_1d, batched_nms_1d
 SOFT_NMS_IMPLEMENTED = ("reference",)  # soft_nms_1d: its loop is sequential by nature
@@ -57,7 +57,7 @@ def nms_1d(
 
 @torch.library.custom_op("fastlocal::nms_1d", mutates_args=())
 def _nms_1d(segments: torch.Tensor, scores: torch.Tensor, iou_threshold: float, backend: str) -> torch.Tensor:
-    return kernels(backend, "nms").nms_1d(segments, scores, iou_threshold).to(segments.device)
+    return kernels(backend, "nms_1d").nms_1d(segments, scores, iou_threshold).to(segments.device)
 
 
 @_nms_1d.register_fake

@@ -1,6 +1,6 @@
 """RoI-align-1D: configurations and competing methods.
 
-One definition shared by ``benchmarks/test_roi_align.py`` and ``python -m fastlocal bench``.
+One definition shared by ``benchmarks/test_roi_align_1d.py`` and ``python -m fastlocal bench``.
 Every method computes ``fastlocal.roi_align_1d(x, rois, P, sampling_ratio=0)`` on the
 proposals of a detector:
 
@@ -173,7 +173,7 @@ class FastLocal(Method):
         self.name = f"fastlocal[{backend}]"
 
     def unavailable(self, config: Config, mode: str) -> str | None:
-        implemented = importlib.import_module("fastlocal.roi_align").IMPLEMENTED
+        implemented = importlib.import_module("fastlocal.roi_align_1d").IMPLEMENTED
         if self.backend not in implemented:
             return f"roi_align_1d has no {self.backend!r} kernel (implemented: {', '.join(implemented)})"
         if self.backend in ("cuda", "triton"):

@@ -8,7 +8,7 @@
 namespace fastlocal {
 
 // Largest per-bin sample count of adaptive sampling (sampling_ratio = 0); mirrored by
-// fastlocal/roi_align.py. A longer RoI would make every backend loop ~len/P times per bin.
+// fastlocal/roi_align_1d.py. A longer RoI would make every backend loop ~len/P times per bin.
 constexpr double kMaxAdaptiveSamples = 65536.0;
 
 inline at::ScalarType roi_acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastlocal
-from fastlocal.nms import IMPLEMENTED
+from fastlocal.nms_1d import IMPLEMENTED
 
 BACKENDS = backend_params("nms_1d", IMPLEMENTED, ("reference", "cpu", "cuda"))
 OTHERS = BACKENDS[1:]  # checked against the reference backend
