@@ -105,10 +105,11 @@ setup(
     ext_modules=_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=False)},
     # torch is not pinned upward: pip must never replace an installed torch.
-    install_requires=["torch>=2.4", "numpy"],
+    install_requires=["torch>=2.4", "numpy", "tqdm"],
     extras_require={
         # Triton kernels are tested under TRITON_INTERPRET=1 where there is no GPU (tests/conftest.py).
-        "test": ["pytest", "pytest-benchmark", "hypothesis", f"triton>=3.4; {_TRITON_PLATFORMS}"],
+        # matplotlib: the main job (`python -m fastlocal bench`) writes the plots the README shows.
+        "test": ["pytest", "pytest-benchmark", "hypothesis", "matplotlib", f"triton>=3.4; {_TRITON_PLATFORMS}"],
         "triton": [f"triton>=3.4; {_TRITON_PLATFORMS}"],
         "plot": ["matplotlib"],
     },
