@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fastlocal.models import TUT, TUTConfig
-from fastlocal.models.tut import boundary_targets, compute_loss, convert_released_state_dict, tut_loss
-from fastlocal.models.tut.__main__ import main as cli
+from fastlocal.models import TUT, TUTConfig, create, engine
+from fastlocal.models.cli import main as models_cli
+from fastlocal.models.configs import from_dict, to_dict
+from fastlocal.models.tut import PRESETS, TUTTask, boundary_targets, compute_loss, tut_loss
 from fastlocal.models.tut.losses import boundary_kl, boundary_prior, boundary_rows, smoothing_loss
-from fastlocal.models.tut.model import nearest_index
-from fastlocal.models.tut.train import evaluate, fit
+from fastlocal.models.tut.model import convert_released_state_dict, nearest_index
 
 from fastlocal.data import MSTCNDataset
 from fastlocal.data.synthetic import SyntheticSpec, generate
@@ -27,8 +27,12 @@ from fastlocal.nn import RelativePositionBias
 
 def tiny(**overrides) -> TUTConfig:
     base = {"input_dim": 12, "num_classes": 5, "num_refinement": 2, "num_layers": 3, "window": 5, "d_model_pg": 16,
-            "d_ffn_pg": 24, "d_model_r": 8, "d_ffn_r": 12, "heads": 2, "epochs": 1}
-    return TUTConfig.small(**{**base, **overrides})
+            "d_ffn_pg": 24, "d_model_r": 8, "d_ffn_r": 12, "heads": 2}
+    return PRESETS["small"].model.replace(**{**base, **overrides})
+
+
+def cli(argv: list[str]) -> int:
+    return models_cli(argv, model="tut")
 
 
 def segment_labels(T: int, seed: int, C: int = 5) -> torch.Tensor:
@@ -44,20 +48,24 @@ def segment_labels(T: int, seed: int, C: int = 5) -> torch.Tensor:
 
 
 def test_presets_are_table_10():
-    s, g, b = TUTConfig.salads50(), TUTConfig.gtea(), TUTConfig.breakfast()
+    s, g, b = (PRESETS[name].model for name in ("salads50", "gtea", "breakfast"))
+    st, bt = PRESETS["salads50"].train, PRESETS["breakfast"].train
     assert (s.num_refinement, s.num_layers, s.window, s.d_model_pg, s.d_ffn_pg, s.d_model_r, s.d_ffn_r, s.heads) == \
         (3, 5, 51, 128, 128, 64, 64, 4)
     assert (g.num_layers, g.window, g.d_model_pg, g.d_model_r, g.heads, g.input_dropout, g.beta) == \
         (4, 11, 64, 64, 4, 0.5, 0.1)
-    assert (b.num_layers, b.window, b.d_model_pg, b.d_model_r, b.heads, b.lr, b.weight_decay, b.beta) == \
+    assert (b.num_layers, b.window, b.d_model_pg, b.d_model_r, b.heads, bt.lr, bt.weight_decay, b.beta) == \
         (5, 25, 192, 96, 6, 2e-4, 5e-5, 0.005)
-    assert (s.input_dropout, s.ffn_dropout, s.attention_dropout, s.lr, s.weight_decay, s.beta, s.sample_rate) == \
+    assert (s.input_dropout, s.ffn_dropout, s.attention_dropout, st.lr, st.weight_decay, s.beta, st.sample_rate) == \
         (0.4, 0.3, 0.2, 5e-4, 1e-5, 0.02, 2)
+    # the released code's optimizer: Adam with beta2 = 0.98, lr halved after 3 epochs without a lower loss
+    assert (st.optimizer, st.betas, st.scheduler, st.plateau_factor, st.plateau_patience) == \
+        ("adam", (0.9, 0.98), "plateau", 0.5, 3)
     # released-code defaults of the paper/code switches
     assert (s.decoder_kv, s.decoder_rpb, s.attention_dropout_on, s.boundary_layers, s.rpb) == \
         ("released", False, "output", "encoder", "shared")
-    assert TUTConfig.preset("50salads") == s
-    assert TUTConfig.from_dict(s.to_dict()) == s
+    assert create("tut", preset="salads50").config == s
+    assert from_dict(TUTConfig, to_dict(s)) == s
 
 
 @pytest.mark.parametrize(("field", "value"), [("window", 4), ("heads", 3), ("rpb", "all"), ("decoder_kv", "x"),
@@ -65,8 +73,8 @@ def test_presets_are_table_10():
 def test_bad_config(field, value):
     with pytest.raises(ValueError, match=field):
         tiny(**{field: value})
-    with pytest.raises(ValueError, match="unknown TUT preset"):
-        TUTConfig.preset("kinetics")
+    with pytest.raises(ValueError, match="unknown preset 'kinetics' for model 'tut'"):
+        create("tut", preset="kinetics")
 
 
 def test_rpb_modes_share_tables_across_stages():
@@ -240,13 +248,14 @@ def test_released_rpb_layout_is_flipped():
 
 def test_own_checkpoint_roundtrip(tmp_path):
     a, b = TUT(tiny()), TUT(tiny())
-    torch.save({"model": a.state_dict(), "config": a.config.to_dict()}, tmp_path / "ckpt.pt")
+    torch.save({"model": a.state_dict(), "config": {"model": "tut", "model_config": to_dict(a.config)}},
+               tmp_path / "ckpt.pt")
     b.load_weights(tmp_path / "ckpt.pt")
     c = TUT.from_file(tmp_path / "ckpt.pt")
     for key, value in a.state_dict().items():
         assert torch.equal(value, b.state_dict()[key]) and torch.equal(value, c.state_dict()[key])
     torch.save(a.state_dict(), tmp_path / "plain.pt")
-    with pytest.raises(ValueError, match="stores no config"):
+    with pytest.raises(ValueError, match="stores no model config"):
         TUT.from_file(tmp_path / "plain.pt")
 
 
@@ -404,12 +413,13 @@ def test_rpb_module_is_fastlocal():
 # ---- training check ------------------------------------------------------------------------------------
 
 
-def train_linear(train: MSTCNDataset, config: TUTConfig, steps_per_epoch: int) -> torch.nn.Linear:
+def train_linear(train: MSTCNDataset, config: engine.TrainConfig, steps_per_epoch: int) -> torch.nn.Linear:
     """A frame-wise linear classifier with TUT's budget: same epochs, optimizer steps, lr and Adam betas."""
     torch.manual_seed(0)
     videos = list(train)
-    linear = torch.nn.Linear(config.input_dim, config.num_classes)
-    opt = torch.optim.Adam(linear.parameters(), lr=config.lr, betas=config.adam_betas)
+    dim, classes = train[0].features.shape[1], train.num_classes
+    linear = torch.nn.Linear(dim, classes)
+    opt = torch.optim.Adam(linear.parameters(), lr=config.lr, betas=config.betas)
     for epoch in range(config.epochs):
         order = np.random.default_rng(epoch).permutation(len(videos))
         for batch in np.array_split(order, steps_per_epoch):
@@ -428,11 +438,14 @@ def test_training_check_beats_a_linear_classifier(tmp_path):
     spec = SyntheticSpec(videos=32, min_length=300, max_length=800, classes=10, dim=32, splits=4, seed=0)
     root = generate(tmp_path / "syn", spec)
     train, test = MSTCNDataset(root, 1, "train"), MSTCNDataset(root, 1, "test")
-    config = TUTConfig.small(input_dim=spec.dim, num_classes=spec.classes, epochs=12, batch_size=2)
-    model, history = fit(config, train, None, None, seed=0, progress=False, log=None)
-    tut = evaluate(model, test)
+    config = PRESETS["small"].model.replace(input_dim=spec.dim, num_classes=spec.classes)
+    training = PRESETS["small"].train
+    training = type(training)(**{**to_dict(training), "epochs": 12, "batch_size": 2, "eval_every": 0})
+    task = TUTTask(config, train, test)
+    model, history = engine.fit(task, training, progress=False, log=None)
+    tut = engine.evaluate(task, model)
 
-    linear = train_linear(train, config, steps_per_epoch=math.ceil(len(train) / config.batch_size))
+    linear = train_linear(train, training, steps_per_epoch=math.ceil(len(train) / training.batch_size))
     with torch.no_grad():
         preds = [linear(torch.from_numpy(v.features)).argmax(-1).numpy() for v in test]
     base = segmentation_scores(preds, [v.labels for v in test])
@@ -459,7 +472,8 @@ def test_cli_train_resume_eval(tmp_path, capsys):
     assert "resumed from" in out and "after epoch 1" in out
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
-    assert {"loss", "ce", "smooth", "boundary", "lr", "test_F1@50", "test_edit", "test_acc"} <= records[-1].keys()
+    want = {"loss", "ce", "smooth", "boundary", "train_acc", "lr", "eval_F1@50", "eval_edit", "eval_acc"}
+    assert want <= records[-1].keys()
     # eval through the module entry point, in a fresh process
     proc = subprocess.run([sys.executable, "-m", "fastlocal.models.tut", "eval", *common], capture_output=True,
                           text=True, check=False)

@@ -1,5 +1,5 @@
 """TUT's training losses: frame-wise cross-entropy, MS-TCN's truncated MSE smoothing loss and
-the boundary-aware KL loss (paper Eq. 6-11; DESIGN.md "Boundary-aware loss (TUT)").
+the boundary-aware KL loss (paper Eq. 6-11; docs/design.md, "TUT's boundary-aware loss").
 
 The boundary-aware loss reads the attention distribution of boundary frames only, through
 :class:`fastlocal.nn.LocalAttention`'s ``need_weights_rows`` (which calls
@@ -19,8 +19,10 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from .model import TUT, TUTConfig, TUTOutput, level_lengths, padding_mask, resample_index
+from .config import TUTConfig
+from .model import TUTOutput, level_lengths, padding_mask, resample_index
 
 IGNORE_INDEX = -100
 KL_EPS = 1e-5
@@ -195,18 +197,24 @@ def tut_loss(
 
 
 def compute_loss(
-    model: TUT, features: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor | None = None
+    model: nn.Module,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    config: TUTConfig | None = None,
 ) -> tuple[TUTLoss, TUTOutput]:
     """One forward pass with the boundary rows the loss needs, and the loss.
 
-    ``features [B, T, D]``, ``labels [B, T]``, ``lengths [B]`` or None."""
-    targets = boundary_targets(labels, lengths, model.config)
+    ``model`` is a :class:`~fastlocal.models.tut.TUT` or a wrapper of one (DDP; then pass its
+    ``config``); ``features [B, T, D]``, ``labels [B, T]``, ``lengths [B]`` or None."""
+    config = model.config if config is None else config
+    targets = boundary_targets(labels, lengths, config)
     output = model(
         features, lengths,
         encoder_rows=None if targets.encoder is None else targets.encoder.rows,
         decoder_rows=None if targets.decoder is None else targets.decoder.rows,
     )
-    return tut_loss(output, labels, lengths, model.config, targets), output
+    return tut_loss(output, labels, lengths, config, targets), output
 
 
 def _lengths(lengths: torch.Tensor | None, B: int, T: int, device: torch.device) -> torch.Tensor:

@@ -8,20 +8,8 @@ norm, FFN, instance norm), N decoder layers (nearest x2 upsampling, local cross-
 to the encoder output of the same length, instance norm, FFN, instance norm), classifier.
 Refinement stages read the previous stage's softmax.
 
-Where the paper and the released code (github ddz16/TUT) disagree, :class:`TUTConfig`
-has a switch whose default is the released code:
-
-``decoder_kv``           "released": the decoder's query *and key* come from the decoder
-                         stream, only the value from the encoder; "paper" (Eq. 5): key and
-                         value from the encoder.
-``decoder_rpb``          False (released: decoder layers have no position bias); True gives
-                         them scale-shared tables of their own (the paper is silent).
-``attention_dropout_on`` "output" (released: dropout on the attention output, before the
-                         output projection); "probs": on the attention probabilities.
-``boundary_layers``      "encoder" (released: the boundary-aware loss reads the first
-                         encoder layer); "encoder+decoder" (paper: also the last decoder layer).
-``rpb``                  "shared" (paper's scale-shared encoding, Table 2; the released code
-                         behind ``--rpe_use --rpe_share``), "per_stage", or "none".
+Where the paper and the released code (github ddz16/TUT) disagree, :class:`TUTConfig` has a
+switch whose default is the released code (see :mod:`fastlocal.models.tut.config`).
 
 Differences from the released code that are not switches, all for batches of
 different lengths: each video is downsampled and upsampled with its own length (so a
@@ -33,8 +21,7 @@ skip padding, and level lengths never drop below 1 (``max(T // 2**l, 1)``) so an
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -42,137 +29,9 @@ from torch import nn
 
 from fastlocal.nn import LocalAttention, RelativePositionBias
 
-RPB_MODES = ("shared", "per_stage", "none")
-DECODER_KV = ("released", "paper")
-DROPOUT_ON = ("output", "probs")
-BOUNDARY_LAYERS = ("encoder", "encoder+decoder")
-
-
-@dataclass
-class TUTConfig:
-    """TUT hyper-parameters; the presets are the paper's Table 10.
-
-    Model: ``input_dim`` D, ``num_classes`` C, ``num_refinement`` M (stages = 1 + M),
-    ``num_layers`` N (encoder and decoder layers per stage), ``window`` w (odd),
-    ``d_model_pg`` / ``d_ffn_pg`` (prediction stage), ``d_model_r`` / ``d_ffn_r``
-    (refinement stages), ``heads`` h, dropouts, ``activation``; the paper-vs-code switches
-    are described in the module docstring. Loss: ``smooth_weight`` lambda and
-    ``smooth_threshold`` theta of MS-TCN's truncated MSE, ``beta`` (boundary-aware loss
-    weight, 0 turns it off). Training: ``lr``, ``weight_decay``, ``adam_betas`` (released
-    code: beta2 = 0.98), ``lr_patience`` (halve the lr after this many epochs without a
-    lower training loss, ``ReduceLROnPlateau`` as the released code), ``epochs``,
-    ``batch_size``, ``sample_rate`` (temporal subsampling of the features; 50Salads: 2).
-    """
-
-    input_dim: int = 2048
-    num_classes: int = 19
-    num_refinement: int = 3
-    num_layers: int = 5
-    window: int = 51
-    d_model_pg: int = 128
-    d_ffn_pg: int = 128
-    d_model_r: int = 64
-    d_ffn_r: int = 64
-    heads: int = 4
-    input_dropout: float = 0.4
-    ffn_dropout: float = 0.3
-    attention_dropout: float = 0.2
-    activation: Literal["relu", "gelu"] = "relu"
-    rpb: Literal["shared", "per_stage", "none"] = "shared"
-    decoder_kv: Literal["released", "paper"] = "released"
-    decoder_rpb: bool = False
-    attention_dropout_on: Literal["output", "probs"] = "output"
-    boundary_layers: Literal["encoder", "encoder+decoder"] = "encoder"
-    smooth_weight: float = 0.15
-    smooth_threshold: float = 4.0
-    beta: float = 0.02
-    lr: float = 5e-4
-    weight_decay: float = 1e-5
-    adam_betas: tuple[float, float] = (0.9, 0.98)
-    lr_patience: int = 3
-    epochs: int = 150
-    batch_size: int = 1
-    sample_rate: int = 2
-
-    def __post_init__(self) -> None:
-        for name in ("input_dim", "num_classes", "num_layers", "window", "d_model_pg", "d_ffn_pg", "d_model_r",
-                     "d_ffn_r", "heads", "epochs", "batch_size", "sample_rate"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TUTConfig.{name} must be an int >= 1, got {value!r}")
-        if isinstance(self.num_refinement, bool) or not isinstance(self.num_refinement, int) or self.num_refinement < 0:
-            raise ValueError(f"TUTConfig.num_refinement must be an int >= 0, got {self.num_refinement!r}")
-        if self.window % 2 == 0:
-            raise ValueError(f"TUTConfig.window must be odd, got {self.window}")
-        for name in ("d_model_pg", "d_model_r"):
-            if getattr(self, name) % self.heads:
-                raise ValueError(f"TUTConfig.{name}={getattr(self, name)} must be divisible by heads={self.heads}")
-        for name, options in (("rpb", RPB_MODES), ("decoder_kv", DECODER_KV), ("activation", ("relu", "gelu")),
-                              ("attention_dropout_on", DROPOUT_ON), ("boundary_layers", BOUNDARY_LAYERS)):
-            if getattr(self, name) not in options:
-                raise ValueError(f"TUTConfig.{name} must be one of {options}, got {getattr(self, name)!r}")
-        for name in ("input_dropout", "ffn_dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"TUTConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
-        self.adam_betas = tuple(self.adam_betas)
-
-    @property
-    def num_stages(self) -> int:
-        return 1 + self.num_refinement
-
-    # ---- presets: the paper's Table 10 ------------------------------------------------------
-    @classmethod
-    def salads50(cls, **overrides: Any) -> TUTConfig:
-        """50Salads (19 classes, features subsampled 30 -> 15 fps; 150 epochs as the released README)."""
-        return cls(**{"num_classes": 19, "num_layers": 5, "window": 51, "d_model_pg": 128, "d_ffn_pg": 128,
-                      "d_model_r": 64, "d_ffn_r": 64, "heads": 4, "input_dropout": 0.4, "lr": 5e-4,
-                      "weight_decay": 1e-5, "beta": 0.02, "sample_rate": 2, "epochs": 150, **overrides})
-
-    @classmethod
-    def gtea(cls, **overrides: Any) -> TUTConfig:
-        """GTEA (11 classes)."""
-        return cls(**{"num_classes": 11, "num_layers": 4, "window": 11, "d_model_pg": 64, "d_ffn_pg": 64,
-                      "d_model_r": 64, "d_ffn_r": 64, "heads": 4, "input_dropout": 0.5, "lr": 5e-4,
-                      "weight_decay": 1e-5, "beta": 0.1, "sample_rate": 1, "epochs": 100, **overrides})
-
-    @classmethod
-    def breakfast(cls, **overrides: Any) -> TUTConfig:
-        """Breakfast (48 classes)."""
-        return cls(**{"num_classes": 48, "num_layers": 5, "window": 25, "d_model_pg": 192, "d_ffn_pg": 192,
-                      "d_model_r": 96, "d_ffn_r": 96, "heads": 6, "input_dropout": 0.4, "lr": 2e-4,
-                      "weight_decay": 5e-5, "beta": 0.005, "sample_rate": 1, "epochs": 100, **overrides})
-
-    @classmethod
-    def small(cls, **overrides: Any) -> TUTConfig:
-        """A CPU-sized model for tests and the synthetic dataset (not from the paper)."""
-        return cls(**{"input_dim": 32, "num_classes": 8, "num_refinement": 1, "num_layers": 3, "window": 9,
-                      "d_model_pg": 32, "d_ffn_pg": 32, "d_model_r": 16, "d_ffn_r": 16, "heads": 2,
-                      "input_dropout": 0.2, "ffn_dropout": 0.1, "attention_dropout": 0.1, "lr": 2e-3,
-                      "weight_decay": 0.0, "beta": 0.02, "sample_rate": 1, "epochs": 20, **overrides})
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> TUTConfig:
-        """A preset by name: ``salads50`` (alias ``50salads``), ``gtea``, ``breakfast``, ``small``."""
-        makers = {"salads50": cls.salads50, "50salads": cls.salads50, "gtea": cls.gtea,
-                  "breakfast": cls.breakfast, "small": cls.small}
-        if name not in makers:
-            raise ValueError(f"unknown TUT preset {name!r}; expected one of {sorted(makers)}")
-        return makers[name](**overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TUTConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TUTConfig fields {unknown}")
-        return cls(**data)
-
-    def replace(self, **changes: Any) -> TUTConfig:
-        return replace(self, **changes)
-
+from ..configs import from_dict
+from ..weights import read_state_dict, stored_model_config
+from .config import PRESETS, TUTConfig
 
 # ---- per-video resampling and masking --------------------------------------------------------
 
@@ -380,7 +239,7 @@ class TUT(nn.Module):
 
     def __init__(self, config: TUTConfig | None = None) -> None:
         super().__init__()
-        self.config = config = TUTConfig.salads50() if config is None else config
+        self.config = config = PRESETS["salads50"].model if config is None else config
         N = config.num_layers
         self.encoder_rpb = self.decoder_rpb = None
         if config.rpb == "shared":
@@ -465,28 +324,18 @@ class TUT(nn.Module):
 
     # ---- weights ---------------------------------------------------------------------------
     def load_weights(self, path: str | os.PathLike, *, strict: bool = True) -> None:
-        """Load weights from a local file: a ``state_dict`` of this class, a checkpoint of
-        ``python -m fastlocal.models.tut`` (``{"model": state_dict, ...}``), or a
-        ``state_dict`` saved by the released TUT code (converted with
-        :func:`convert_released_state_dict`). Never downloads anything."""
-        state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
-        if not isinstance(state, dict):
-            raise ValueError(f"{os.fspath(path)} does not hold a state dict (got {type(state).__name__})")
+        """Load weights from a local file: a ``state_dict`` of this class, a checkpoint of the
+        training engine (``python -m fastlocal.models tut train``), or a ``state_dict`` saved by
+        the released TUT code (converted with :func:`convert_released_state_dict`)."""
+        state = read_state_dict(path)
         if any(k.startswith(("PG.", "Rs.", "rpe_modules.")) for k in state):
             state = convert_released_state_dict(state)
         self.load_state_dict(state, strict=strict)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, config: TUTConfig | None = None) -> TUT:
-        """Build from ``config`` (or the config stored in a fastlocal checkpoint) and load ``path``."""
-        if config is None:
-            state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-            if not (isinstance(state, dict) and "config" in state):
-                raise ValueError(f"{os.fspath(path)} stores no config; pass config=TUTConfig...")
-            config = TUTConfig.from_dict(state["config"])
-        model = cls(config)
+        """Build from ``config`` (or the config stored in an engine checkpoint) and load ``path``."""
+        model = cls(config if config is not None else from_dict(TUTConfig, stored_model_config(path)))
         model.load_weights(path)
         return model
 
@@ -510,7 +359,7 @@ def released_rpb_to_table(weight: torch.Tensor) -> torch.Tensor:
 def convert_released_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Map a state dict of the released TUT code (``PG.*``, ``Rs.<k>.*``, ``rpe_modules.*``;
     Conv1d kernels ``[out, in, 1]``) onto :class:`TUT`'s names (``stages.<s>.*``, Linear
-    weights ``[out, in]``, position-bias tables ``[h, w]`` flipped as DESIGN.md says)."""
+    weights ``[out, in]``, position-bias tables ``[h, w]`` flipped as docs/design.md says)."""
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         parts = key.split(".")
