@@ -15,7 +15,7 @@ Every op takes ``backend=`` ("cuda", "triton", "cpu", "reference"); see
 """
 
 from . import metrics, nn, selective
-from ._dispatch import BackendUnavailableError, available_backends, use_backend
+from ._dispatch import BackendUnavailableError, ReferenceFallbackWarning, available_backends, use_backend
 from .local_attention import local_attention, local_attention_probs
 from .nms_1d import batched_nms_1d, nms_1d, soft_nms_1d
 from .roi_align_1d import roi_align_1d
@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
+    "ReferenceFallbackWarning",
     "available_backends",
     "batched_nms_1d",
     "local_attention",

@@ -8,6 +8,11 @@ A backend is *requested* by the ``backend=`` keyword, the innermost
 :func:`use_backend` context, or the ``FASTLOCAL_BACKEND`` environment variable,
 in that order. A requested backend that cannot run the call raises
 :class:`BackendUnavailableError`; it never falls back silently.
+
+Without a request, a CUDA tensor that ends on ``reference`` although the op has a GPU
+kernel (neither ``cuda`` nor ``triton`` is usable in this process) triggers one
+:class:`ReferenceFallbackWarning` per (op, device) and process, naming the reasons.
+See docs/design.md, "Backends and dispatch".
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import functools
 import importlib
 import os
 import threading
+import warnings
 from collections.abc import Collection, Iterator
 from types import ModuleType
 
@@ -30,6 +36,15 @@ _DEFAULT_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "refer
 
 class BackendUnavailableError(RuntimeError):
     """A backend was requested explicitly but cannot run this call."""
+
+
+class ReferenceFallbackWarning(UserWarning):
+    """An op on CUDA tensors runs the pure-PyTorch reference because no GPU backend is usable.
+
+    Emitted once per process for each (op, device), only when no backend was requested.
+    Silence it by requesting a backend (``backend="reference"``) or with
+    ``warnings.filterwarnings("ignore", category=fastlocal.ReferenceFallbackWarning)``.
+    """
 
 
 def _import_error_reason(module: str) -> tuple[ModuleType | None, str]:
@@ -147,18 +162,56 @@ def _device_ok(name: str, device: torch.device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and triton_interpreted())  # triton
 
 
+# (op, str(device)) pairs already warned about in this process.
+_FALLBACK_WARNED: set[tuple[str, str]] = set()
+
+
+def _warn_reference_fallback(op: str, device: torch.device, implemented: Collection[str]) -> None:
+    """Warn once per (op, device) that ``op`` on CUDA tensors runs the reference, and why.
+
+    Only ops with a GPU kernel warn (an op implemented by ``reference`` alone, such as
+    ``soft_nms_1d``, runs it by design). Marked constant for Dynamo, like :func:`_missing`:
+    under ``torch.compile`` it runs once while tracing, outside the graph, and returns None.
+    """
+    key = (op, str(device))
+    if key in _FALLBACK_WARNED:
+        return
+    reasons = [
+        f"{name}: {_missing(name) or 'cannot run on ' + device.type + ' tensors'}"
+        for name in _DEFAULT_ORDER["cuda"]
+        if name != "reference" and name in implemented
+    ]
+    if not reasons:
+        return
+    _FALLBACK_WARNED.add(key)
+    warnings.warn(
+        f"fastlocal: {op} on {device} runs the pure-PyTorch reference: {'; '.join(reasons)}. "
+        "Pass backend='reference' (or use fastlocal.use_backend) to choose it explicitly and silence this.",
+        ReferenceFallbackWarning,
+        stacklevel=4,  # _warn_reference_fallback <- resolve_backend <- the public op <- its caller
+    )
+
+
+_warn_reference_fallback._dynamo_marked_constant = True
+
+
 def resolve_backend(op: str, device: torch.device, backend: str | None, implemented: Collection[str]) -> str:
     """Choose the backend that runs ``op`` on tensors living on ``device``.
 
     ``implemented`` lists the backends that have a kernel for this op. An explicit
     request is honoured exactly or rejected with the reason; otherwise the first
-    backend of the device's preference order that is built and implemented wins.
+    backend of the device's preference order that is built and implemented wins, and
+    a CUDA tensor left with ``reference`` warns once (:class:`ReferenceFallbackWarning`).
     """
     name, source = _requested(backend)
     if name is None:
         for candidate in _DEFAULT_ORDER.get(device.type, ("reference",)):
+            if candidate == "reference":
+                break
             if candidate in implemented and not _missing(candidate) and _device_ok(candidate, device):
                 return candidate
+        if device.type == "cuda":
+            _warn_reference_fallback(op, device, tuple(implemented))
         return "reference"
     if not isinstance(name, str):
         raise TypeError(f"backend (from {source}) must be a str, got {type(name).__name__}")

@@ -1,4 +1,4 @@
-"""Backend selection (DESIGN.md "Backends and dispatch").
+"""Backend selection (docs/design.md, "Backends and dispatch").
 
 Which implementation ran is observed two ways:
 - for ops with a compiled cpu kernel (roi_align_1d, nms_1d), spies replace the kernel in
@@ -9,16 +9,21 @@ Which implementation ran is observed two ways:
   module's ``IMPLEMENTED``).
 
 There is no GPU and no Triton here; missing-backend situations beyond that are simulated
-by patching what ``_dispatch._probe`` looks at, and its cache is cleared around them.
+by patching what ``_dispatch._probe`` looks at, and its cache is cleared around them. The
+CUDA-tensor fallback warning is tested with ``torch.device("cuda", i)`` objects (creating
+one needs no GPU) and a patched ``_probe``.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
+import re
 import sys
 import threading
 import types
+import warnings
 
 import pytest
 import torch
@@ -40,9 +45,11 @@ UNAVAILABLE = tuple(name for name, why in fastlocal.available_backends().items()
 
 @pytest.fixture(autouse=True)
 def _clean_request(monkeypatch):
-    """No FASTLOCAL_BACKEND from the caller's shell, and a fresh probe cache around each test."""
+    """No FASTLOCAL_BACKEND from the caller's shell, a fresh probe cache around each test, and
+    no fallback warning remembered from an earlier test."""
     monkeypatch.delenv(ENV, raising=False)
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(_dispatch, "_FALLBACK_WARNED", set())
     _dispatch._probe.cache_clear()
     yield
     _dispatch._probe.cache_clear()
@@ -213,6 +220,9 @@ def test_simulated_missing_cpu_extension(monkeypatch, ran):
 def test_simulated_triton_under_interpreter(monkeypatch):
     """An importable triton with TRITON_INTERPRET=1 is available on CPU tensors; an op with no
     Triton kernel still refuses an explicit request rather than running something else."""
+    # The first custom-op call imports torch._dynamo, which reads triton.language when triton is
+    # importable: import it before the stand-in module (with no .language) replaces triton.
+    importlib.import_module("torch._dynamo")
     monkeypatch.setitem(sys.modules, "triton", types.ModuleType("triton"))
     _dispatch._probe.cache_clear()
     assert "no CUDA device" in fastlocal.available_backends()["triton"]
@@ -296,7 +306,8 @@ def test_default_order_for_cuda_tensors_without_cuda_or_triton(monkeypatch):
     real = _dispatch._missing
     monkeypatch.setattr(_dispatch, "_missing", lambda name: "not here" if name in ("cuda", "triton") else real(name))
     device = torch.device("cuda")
-    assert _dispatch.resolve_backend("op", device, None, ("cuda", "triton", "cpu", "reference")) == "reference"
+    with pytest.warns(fastlocal.ReferenceFallbackWarning, match="op on cuda runs the pure-PyTorch reference"):
+        assert _dispatch.resolve_backend("op", device, None, ("cuda", "triton", "cpu", "reference")) == "reference"
     with pytest.raises(fastlocal.BackendUnavailableError, match="cannot run on cuda tensors"):
         _dispatch.resolve_backend("op", device, "cpu", ("cpu", "reference"))
 
@@ -473,3 +484,152 @@ def test_higher_precedence_request_shadows_unavailable_lower_one(monkeypatch, na
     with fastlocal.use_backend(name):
         _call_roi("cpu")
     assert ran.take() == ["reference", "cpu"]
+
+
+# ---- CUDA tensors falling back to the reference: ReferenceFallbackWarning ---------------------------------
+
+CUDA0 = torch.device("cuda", 0)  # a device object only: nothing here touches a GPU
+NO_CUDA = "extension not built (simulated)"
+NO_TRITON = "triton is not installed (simulated)"
+
+
+def _simulate_gpu_backends(monkeypatch, cuda: str = NO_CUDA, triton: str = NO_TRITON) -> None:
+    """``_probe`` reporting ``cuda`` / ``triton`` missing for these reasons ("" = usable), the rest as is.
+
+    ``_probe`` rather than ``_missing`` is patched, so ``_missing`` keeps its Dynamo constant marker."""
+    real = _dispatch._probe
+    reasons = {"cuda": cuda, "triton": triton}
+
+    @functools.cache
+    def probe(name: str):
+        if name not in reasons:
+            return real(name)
+        return (None, reasons[name]) if reasons[name] else (types.ModuleType(name), "")
+
+    monkeypatch.setattr(_dispatch, "_probe", probe)
+
+
+def _fallback_warnings(call) -> tuple[object, list[str]]:
+    """``call()``'s result and the messages of the ReferenceFallbackWarnings it emitted."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # count every emission: the once-only rule is fastlocal's own
+        result = call()
+    return result, [str(w.message) for w in caught if issubclass(w.category, fastlocal.ReferenceFallbackWarning)]
+
+
+def _resolve_la(device=CUDA0, backend=None, implemented=LA.IMPLEMENTED):
+    return _dispatch.resolve_backend("local_attention", device, backend, implemented)
+
+
+def test_fallback_warning_is_public():
+    assert fastlocal.ReferenceFallbackWarning is _dispatch.ReferenceFallbackWarning
+    assert "ReferenceFallbackWarning" in fastlocal.__all__
+    assert issubclass(fastlocal.ReferenceFallbackWarning, UserWarning)
+
+
+def test_cuda_fallback_warns_once_with_the_reasons(monkeypatch):
+    _simulate_gpu_backends(monkeypatch)
+    chosen, messages = _fallback_warnings(_resolve_la)
+    assert chosen == "reference"
+    assert messages == [
+        f"fastlocal: local_attention on cuda:0 runs the pure-PyTorch reference: cuda: {NO_CUDA}; triton: {NO_TRITON}. "
+        "Pass backend='reference' (or use fastlocal.use_backend) to choose it explicitly and silence this."
+    ]
+    for _ in range(3):  # silent afterwards, same answer
+        assert _fallback_warnings(_resolve_la) == ("reference", [])
+
+
+def test_cuda_fallback_warns_once_per_op_and_device(monkeypatch):
+    _simulate_gpu_backends(monkeypatch)
+    assert len(_fallback_warnings(_resolve_la)[1]) == 1
+    # another device: its own warning
+    _, messages = _fallback_warnings(lambda: _resolve_la(torch.device("cuda", 1)))
+    assert len(messages) == 1 and "local_attention on cuda:1 " in messages[0]
+    # another op on the first device: its own warning
+    _, messages = _fallback_warnings(
+        lambda: _dispatch.resolve_backend("roi_align_1d", CUDA0, None, ROI.IMPLEMENTED)
+    )
+    assert len(messages) == 1 and messages[0].startswith("fastlocal: roi_align_1d on cuda:0 ")
+    # every pair seen: silent
+    for device in (CUDA0, torch.device("cuda", 1)):
+        assert _fallback_warnings(lambda d=device: _resolve_la(d))[1] == []
+
+
+def test_cuda_fallback_names_only_the_gpu_kernels_the_op_has(monkeypatch):
+    """nms_1d has a cuda kernel but no triton one: only cuda's reason is given."""
+    _simulate_gpu_backends(monkeypatch)
+    chosen, messages = _fallback_warnings(lambda: _dispatch.resolve_backend("nms_1d", CUDA0, None, NMS.IMPLEMENTED))
+    assert chosen == "reference"
+    assert len(messages) == 1
+    assert f"cuda: {NO_CUDA}" in messages[0] and "triton" not in messages[0].split(". Pass")[0]
+
+
+REFERENCE_ONLY = [op for op, (_, implemented, _) in OPS.items() if not {"cuda", "triton"} & set(implemented)]
+
+
+@pytest.mark.parametrize("op", REFERENCE_ONLY)
+def test_reference_only_op_on_cuda_is_silent(monkeypatch, op):
+    """Ops whose only kernel is the reference (topk_std_pool, soft_nms_1d) run it by design: no warning."""
+    _simulate_gpu_backends(monkeypatch)
+    implemented = OPS[op][1]
+    assert _fallback_warnings(lambda: _dispatch.resolve_backend(op, CUDA0, None, implemented)) == ("reference", [])
+
+
+def test_explicit_requests_never_warn(monkeypatch):
+    _simulate_gpu_backends(monkeypatch)
+    assert _fallback_warnings(lambda: _resolve_la(backend="reference")) == ("reference", [])
+    with fastlocal.use_backend("reference"):
+        assert _fallback_warnings(_resolve_la) == ("reference", [])
+    monkeypatch.setenv(ENV, "reference")
+    assert _fallback_warnings(_resolve_la) == ("reference", [])
+    monkeypatch.delenv(ENV)
+    # An explicit request for a missing GPU backend raises, as before, and warns nothing.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fastlocal.ReferenceFallbackWarning)
+        with pytest.raises(fastlocal.BackendUnavailableError, match=re.escape(NO_TRITON)):
+            _resolve_la(backend="triton")
+    # The explicit requests did not use up the automatic choice's warning.
+    assert len(_fallback_warnings(_resolve_la)[1]) == 1
+
+
+def test_usable_gpu_backend_or_cpu_tensors_never_warn(monkeypatch):
+    _simulate_gpu_backends(monkeypatch, triton="")  # cuda missing, triton usable
+    assert _fallback_warnings(_resolve_la) == ("triton", [])
+    # CPU tensors that end on the reference (no cpu kernel, or no extension) are not warned about.
+    assert _fallback_warnings(lambda: _resolve_la(torch.device("cpu"), implemented=("reference",)))[1] == []
+    monkeypatch.setitem(sys.modules, "fastlocal._C", None)
+    _dispatch._probe.cache_clear()
+    assert _fallback_warnings(lambda: _resolve_la(torch.device("cpu"))) == ("reference", [])
+
+
+def test_cuda_fallback_warning_gives_the_probed_reasons():
+    """Unpatched probes (this machine's real reasons), when neither GPU backend is usable here."""
+    report = fastlocal.available_backends()
+    if "available" in (report["cuda"], report["triton"]):
+        pytest.skip("a GPU backend is usable here")
+    _, messages = _fallback_warnings(_resolve_la)
+    assert len(messages) == 1
+    assert f"cuda: {report['cuda']}; triton: {report['triton']}" in messages[0]
+
+
+def test_cuda_fallback_warning_keeps_resolve_backend_traceable(monkeypatch):
+    """Under torch.compile(fullgraph=True) the warning is emitted while tracing (the function is a
+    Dynamo constant, like ``_missing``), once, and the compiled code runs without it."""
+    import torch._dynamo
+
+    _simulate_gpu_backends(monkeypatch)
+
+    def fn(x):
+        name = _dispatch.resolve_backend("local_attention", torch.device("cuda", 0), None, LA.IMPLEMENTED)
+        return x + 1 if name == "reference" else x - 1
+
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(fn, backend="eager", fullgraph=True)
+        x = torch.zeros(3)
+        out, messages = _fallback_warnings(lambda: compiled(x))
+        assert torch.equal(out, x + 1)
+        assert len(messages) == 1 and "local_attention on cuda:0 " in messages[0]
+        assert _fallback_warnings(lambda: compiled(x))[1] == []
+    finally:
+        torch._dynamo.reset()
