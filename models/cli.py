@@ -72,6 +72,9 @@ def _configs(spec: ModelSpec, args: argparse.Namespace) -> tuple[Any, Any]:
     for assignment in args.set:
         name = assignment.split("=", 1)[0].strip()
         target_is_model = name in {f.name for f in dataclasses.fields(model)}
+        if not target_is_model and name not in {f.name for f in dataclasses.fields(train)}:
+            raise ValueError(f"--set {assignment}: unknown field {name!r} (neither {type(model).__name__} "
+                             f"nor {type(train).__name__}; `info` lists the fields)")
         key, value = parse_assignment(model if target_is_model else train, assignment)
         if target_is_model:
             model = replace(model, **{key: value})

@@ -293,9 +293,14 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _loader(task: Task, dataset: Sequence[Any], batches: list[list[int]], config: TrainConfig) -> Iterator[Any]:
+def _loader(
+    task: Task, dataset: Sequence[Any], batches: list[list[int]], config: TrainConfig, seed: int
+) -> Iterator[Any]:
+    # A generator of its own: a DataLoader draws its workers' base seed from the global RNG otherwise,
+    # and a run resumed mid-epoch (a new loader) would shift every later dropout mask.
+    generator = torch.Generator().manual_seed(seed)
     return iter(torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=task.collate,
-                                            num_workers=config.num_workers))
+                                            num_workers=config.num_workers, generator=generator))
 
 
 # ---- optimizer, schedule, precision ------------------------------------------------------------
@@ -444,7 +449,7 @@ def evaluate(
     bar = tqdm(total=len(batches), desc="eval", leave=False, dynamic_ncols=True,
                disable=not (progress and env.is_main))
     with _backend(config.backend), _autocast(config, env.device):
-        for indices, batch in zip(batches, _loader(task, dataset, batches, config), strict=True):
+        for indices, batch in zip(batches, _loader(task, dataset, batches, config, env.rank), strict=True):
             predictions = task.predict(net, _to_device(batch, env.device))
             records.extend(zip(indices, predictions, strict=True))
             bar.update()
@@ -494,8 +499,8 @@ def _fit(
     steps_per_epoch = len(step_plan(len(train_set), 0, config, env.world_size, env.rank))
     optimizer = _optimizer(net, config)
     scheduler = _scheduler(optimizer, config, steps_per_epoch)
-    scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
     _autocast(config, env.device)  # reject fp16 on CPU before any work
+    scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
     epoch, step_in_epoch, history = 0, 0, []
     log_names: list[str] = []
     carried: list[float] | None = None  # log sums of a partly done epoch, from the checkpoint
@@ -555,7 +560,8 @@ def _fit(
             net.train()
             plan = step_plan(len(train_set), epoch, config, env.world_size, env.rank)
             micro = [m for step in plan[step_in_epoch:] for m in step]
-            batches = _loader(task, train_set, [indices for indices, _ in micro], config)
+            batches = _loader(task, train_set, [indices for indices, _ in micro], config,
+                              ((config.seed * 1_000_003 + epoch) * 1_000_003 + step_in_epoch) * 1009 + env.rank)
             sums = list(carried) if carried else [0.0] * (1 + len(log_names))  # [samples, *log sums]
             bar = tqdm(total=len(plan), initial=step_in_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
                        leave=False, dynamic_ncols=True, disable=not (progress and env.is_main))
