@@ -122,11 +122,26 @@ def info(spec: ModelSpec, args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def _check_device(name: str) -> None:
+    """Refuse a device this machine cannot use before any work (one line, not a traceback)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device (expected cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is visible (torch {torch.__version__}); use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: only cpu and cuda are supported")
+
+
 def _run(spec: ModelSpec, args: argparse.Namespace) -> int:
     if args.command == "info":
         print(info(spec, args))
         return 0
     out: Path = args.out
+    _check_device(args.device)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a run directory")
     checkpoint = out / engine.CHECKPOINT
     model_config, train_config = _configs(spec, args)
     resuming = checkpoint.is_file() and (args.command == "eval" or not args.no_resume)
@@ -180,6 +195,6 @@ def main(argv: list[str] | None = None, model: str | None = None) -> int:
     args = _parser(spec, prog).parse_args(argv)
     try:
         return _run(spec, args)
-    except (DatasetError, FileNotFoundError, ValueError) as exc:
+    except (DatasetError, ValueError, OSError) as exc:  # OSError: missing or unwritable files, named by the message
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -273,6 +273,62 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "tut" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--backend", "bogus"], "TUTTrainConfig.backend must be one of"),
+    (["--sample-rate", "0"], "TUTTrainConfig.sample_rate must be an int >= 1"),
+    (["--background", "nosuchclass"], "background classes ['nosuchclass'] are not in the dataset's classes"),
+    (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--device", "tpu"], "--device"),
+    (["--device", "nonsense"], "--device 'nonsense' is not a device"),
+    (["--set", "lr=-1"], "TUTTrainConfig.lr must be"),
+    (["--set", "optimizer=lamb"], "expected one of"),
+])
+def test_cli_user_errors_are_one_line_exit_2(data, tmp_path, capsys, extra, message):
+    argv = ["tut", "train", "--preset", "small", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "1",
+            "--no-progress", *extra]
+    assert models_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_cli_refuses_bad_output_and_weights_files(data, tmp_path, capsys):
+    common = ["--preset", "small", "--data", str(data), "--no-progress"]
+    (tmp_path / "file").write_text("not a directory")
+    assert models_cli(["tut", "train", *common, "--out", str(tmp_path / "file")]) == 2
+    assert "is a file, not a run directory" in capsys.readouterr().err
+    (tmp_path / "corrupt.pt").write_bytes(b"garbage, not a torch file")
+    weights = ["--weights", str(tmp_path / "corrupt.pt")]
+    assert models_cli(["tut", "eval", *common, "--out", str(tmp_path / "r"), *weights]) == 2
+    assert "cannot read weights from" in capsys.readouterr().err
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert models_cli(["tut", "train", *common, "--epochs", "1", "--out", str(locked / "run")]) == 2
+        assert "Permission denied" in capsys.readouterr().err
+
+
+class _Payload:
+    """Unpickling this runs ``open(marker, "w")``: what a crafted checkpoint could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_crafted_checkpoint_runs_no_code(data, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    marker = tmp_path / "pwned"
+    torch.save({"format": "fastlocal.models.engine/1", "model": _Payload(marker)}, run / engine.CHECKPOINT)
+    common = ["--preset", "small", "--data", str(data), "--out", str(run), "--no-progress"]
+    assert models_cli(["tut", "eval", *common]) == 2
+    assert models_cli(["tut", "train", *common, "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read checkpoint" in err and "WeightsUnpickler" in err
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize(("T", "left", "right", "shift"), [(1, 0, 0, False), (7, 2, 2, False), (7, 9, 9, False),
                                                           (10, 3, 0, False), (10, 0, 4, False), (10, 2, 2, True),
                                                           (3, 2, 2, True)])
