@@ -1,4 +1,4 @@
-"""Evaluation metrics for temporal video models (DESIGN.md "Metrics").
+"""Evaluation metrics for temporal video models (docs/design.md, "Metrics").
 
 Action segmentation (frame-wise labels per video), exactly as MS-TCN's ``eval.py``
 (github yabufarha/ms-tcn), vectorised with NumPy:
@@ -15,7 +15,7 @@ Action segmentation (frame-wise labels per video), exactly as MS-TCN's ``eval.py
 Labels may be any comparable values (class indices or class names). Use
 :func:`segmentation_scores` for a list of videos or :class:`SegmentationMetrics` to
 accumulate video by video. (Temporal-detection mAP and top-k accuracy will sit beside
-these, per DESIGN.md.)
+these, per docs/design.md.)
 """
 
 from __future__ import annotations

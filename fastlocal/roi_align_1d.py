@@ -30,7 +30,7 @@ def roi_align_1d(
         rois: ``[N, 3]`` rows ``(batch_index, start, end)`` in frame units; any float
             dtype (computed in float32, or float64 for float64 input). Batch indices
             must be integers in ``[0, B)``; coordinates must be finite. Reversed and
-            out-of-range RoIs are defined (DESIGN.md "RoI-align-1D").
+            out-of-range RoIs are defined (docs/design.md, "roi_align_1d").
         output_size: P, bins per RoI.
         sampling_ratio: samples per bin; 0 = adaptive ``ceil(roi_length / P)``.
         aligned: shift by -0.5 (pixel-centre convention) and do not clamp the length to 1.

@@ -2,7 +2,7 @@
 
 Training a clip encoder end to end on hour-long videos does not fit in memory at full
 backprop, so both papers back-propagate through a sampled fraction of the clips only
-(DESIGN.md §4, "Selective backprop", "Long memory"):
+(docs/design.md, "Selective backprop and LongMemory"):
 
 - :func:`sample_indices` draws the clips that get a gradient (``random``, ``grid``, ``block``).
 - :func:`selective_encode` (ETAD's encoder gradient sampling) is one autograd function:

@@ -1,7 +1,7 @@
 """Triton kernels of ``roi_align_1d`` (backend ``triton``): forward and backward.
 
-Semantics as ``csrc/cpu/roi_align_1d.cpp`` (DESIGN.md "Reference semantics /
-RoI-align-1D"): bin p of RoI ``(b, start, end)`` averages ``count`` linearly interpolated
+Semantics as ``csrc/cpu/roi_align_1d.cpp`` (docs/design.md,
+"roi_align_1d"): bin p of RoI ``(b, start, end)`` averages ``count`` linearly interpolated
 samples at ``t = start + p * bin + (i + 0.5) * bin / count`` with torchvision's border
 rule. Every kernel evaluates the samples with :func:`_sample`, divisions IEEE-rounded and
 no FMA contraction (``enable_fp_fusion=False``), so sample positions and weights are

@@ -1,4 +1,4 @@
-"""``torch.compile`` and ``torch.library`` composability (DESIGN.md "Composability").
+"""``torch.compile`` and ``torch.library`` composability (docs/design.md, "Composability").
 
 Every op compiles with ``fullgraph=True`` (no graph break) and gives the eager result.
 The compiled C++ ops (``torch.ops.fastlocal.*``) pass ``torch.library.opcheck``.

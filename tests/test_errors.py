@@ -1,4 +1,4 @@
-"""The error contract (DESIGN.md "Error contract").
+"""The error contract (docs/design.md, "Error contract").
 
 Every public op checks its arguments before launching a kernel and raises ``ValueError``
 (bad value / shape) or ``TypeError`` (bad type / dtype) with a message naming the

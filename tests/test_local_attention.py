@@ -2,8 +2,8 @@
 
 Two oracles:
 
-* an independent brute force written from DESIGN.md ("1. fastlocal.local_attention" and
-  "Local attention (TUT)") with explicit Python loops over (b, h, i); it shares no code
+* an independent brute force written from docs/design.md ("local_attention,
+  local_attention_probs") with explicit Python loops over (b, h, i); it shares no code
   with ``fastlocal.reference``. Every test that calls the op runs once per backend
   (``BACKENDS``) against it.
 * the reference backend itself, the semantic definition: the compiled backends
@@ -83,7 +83,7 @@ def cpu(*tensors) -> list:
 
 
 def visible_keys(i: int, T: int, left: int, right: int, edge: str) -> list[tuple[int, int]]:
-    """(key j, bias index) pairs query ``i`` may attend, straight from DESIGN.md."""
+    """(key j, bias index) pairs query ``i`` may attend, straight from docs/design.md."""
     W = left + right + 1
     if edge == "clip":
         return [(j, (j - i) + left) for j in range(i - left, i + right + 1) if 0 <= j < T]

@@ -2,7 +2,7 @@
 
 ``DenseLocalAttention`` below is what a user would write without fastlocal: linear
 projections, a dense ``[T, T]`` score matrix, an explicit band mask and a bias gathered
-by relative offset (DESIGN.md §1). It shares no code with fastlocal. The tests copy its
+by relative offset (docs/design.md). It shares no code with fastlocal. The tests copy its
 weights into ``LocalAttention`` and expect the same outputs, gradients and rows.
 """
 

@@ -1,7 +1,7 @@
 """Correctness of ``fastlocal.roi_align_1d`` on every backend, forward and backward.
 
-The oracle is :func:`brute_roi_align`, a plain-Python loop written from DESIGN.md
-("Reference semantics / RoI-align-1D"). It encodes ``torchvision.ops.roi_align``'s rule
+The oracle is :func:`brute_roi_align`, a plain-Python loop written from docs/design.md
+("roi_align_1d"). It encodes ``torchvision.ops.roi_align``'s rule
 on a ``[B, C, T, 1]`` input (torchvision cannot be installed here): per RoI, channel,
 bin and sample, with its border rule (``t < -1`` or ``t > T`` contributes 0, ``t <= 0``
 clamps to 0, ``floor(t) >= T - 1`` reads ``x[T - 1]``), divisor ``max(n, 1)``, and

@@ -1,7 +1,7 @@
 """Correctness of ``fastlocal.topk_std_pool`` and ``fastlocal.topk_std_attention`` (VidTr).
 
-The oracles loop over rows in plain Python, written from DESIGN.md ("Reference
-semantics / topK-std pooling (VidTr)") and the released VidTr code: row score = unbiased
+The oracles loop over rows in plain Python, written from docs/design.md ("topk_std_pool,
+topk_std_attention (VidTr)") and the released VidTr code: row score = unbiased
 std over keys (statistics formula), the ``keep`` highest kept (ties: lower index) in
 ascending order, the class row (row 0) unranked and kept first with ``exclude_first``,
 and ``second_softmax`` = softmax along keys of ``cat([cls_row, pooled_rows])``.

@@ -1,4 +1,4 @@
-"""``LocalAttention``: a batch-first multi-head local attention layer (DESIGN.md §1, "Module")."""
+"""``LocalAttention``: a batch-first multi-head local attention layer (docs/design.md, "Ops")."""
 
 from __future__ import annotations
 

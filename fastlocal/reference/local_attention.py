@@ -1,7 +1,7 @@
 """Banded local attention with relative position bias, in pure PyTorch.
 
 This is the semantic definition of ``fastlocal.local_attention`` and
-``fastlocal.local_attention_probs`` (DESIGN.md §1); every other backend is tested
+``fastlocal.local_attention_probs`` (docs/design.md, "Ops"); every other backend is tested
 against it. It is also the fallback without a compiled backend, so it never builds a
 T x T matrix: queries are processed in blocks, and a block of Q queries only meets the
 slice of keys its windows cover (at most Q + window - 1), so memory is
