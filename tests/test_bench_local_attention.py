@@ -8,19 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastlocal.bench.local_attention import (
-    CONFIGS,
-    METHODS,
-    MODES,
-    Config,
-    Result,
-    format_table,
-    memory_spec,
-    peak_memory,
-    useful_gflop,
-)
+from fastlocal.bench.local_attention import CONFIGS, METHODS, Config, LocalAttention, useful_gflop
 from fastlocal.bench.memory import run_spec
+from fastlocal.bench.suite import MODES, Result
 
+SUITE = LocalAttention()
 TINY = Config(B=1, H=2, T=64, D=16, window=7)
 COMPILED = ("naive+compile", "flex_attention")
 EAGER = tuple(name for name in METHODS if name not in COMPILED)
@@ -28,9 +20,9 @@ EAGER = tuple(name for name in METHODS if name not in COMPILED)
 
 def _check_against_reference(name: str, mode: str) -> None:
     method = METHODS[name]
-    reason = method.unavailable(TINY, mode)
+    reason = SUITE.unavailable(name, TINY, mode)
     if reason:
-        pytest.skip(reason)
+        pytest.skip(f"{name}: {reason}")
     x = method.make_inputs(TINY, mode)
     got = method.run(x, mode)
     assert len(got) == (1 if mode == "forward" else 5 if name != "natten" else 4)
@@ -56,24 +48,24 @@ def test_compiled_method_matches_reference(name: str, mode: str) -> None:
 
 
 def test_unavailable_reasons() -> None:
-    assert "GiB" in METHODS["sdpa_dense"].unavailable(CONFIGS[-1], "forward")
-    assert METHODS["sdpa_dense"].unavailable(TINY, "forward_backward") is None
+    assert "GiB" in SUITE.unavailable("sdpa_dense", CONFIGS[-1], "forward")
+    assert SUITE.unavailable("sdpa_dense", TINY, "forward_backward") is None
     assert useful_gflop(TINY, "forward_backward") == 3 * useful_gflop(TINY) == 3 * 4 * 2 * 64 * 7 * 16 / 1e9
 
 
 def test_peak_memory_in_fresh_process() -> None:
     config = Config(B=1, H=4, T=2048, D=32, window=51)
-    peak = peak_memory("naive", config, "forward")
+    peak = SUITE.peak_memory("naive", config, "forward")
     # The output alone is B*H*T*D*4 bytes = 1 MiB; the naive windows are ~54 MiB.
     assert peak.mb is not None, peak.reason
     assert 1.0 <= peak.mb < 1000.0
-    table = format_table([Result("naive", config, "forward", 0.01, peak)], gemm=100.0)
+    table = SUITE.table([Result("naive", config, "forward", 0.01, peak)], gemm=100.0)
     assert "naive" in table
 
 
 def test_memory_child_reports_failure_as_reason() -> None:
     huge = Config(B=1, H=4, T=32768, D=32, window=51)
-    spec = memory_spec("sdpa_dense", huge, "forward")
+    spec = SUITE.memory_spec("sdpa_dense", huge, "forward")
     # In-process: the child's code path, without paying for a second torch import.
     result = run_spec(spec)
     assert "mb" not in result and "GiB" in result["reason"]

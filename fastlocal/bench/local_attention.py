@@ -1,7 +1,7 @@
 """Banded attention with relative position bias: configurations and competing methods.
 
-One definition shared by ``benchmarks/test_local_attention.py`` and ``python -m fastlocal
-bench``. Every method computes, for q, k, v ``[B, H, T, D]`` and a bias table
+One definition, :class:`LocalAttention`, shared by ``benchmarks/test_local_attention.py`` and
+``python -m fastlocal bench``. Every method computes, for q, k, v ``[B, H, T, D]`` and a bias table
 ``rpb [H, window]``, query i attending keys ``|j - i| <= window // 2`` inside the
 sequence (``edge="clip"``) with logits ``q·k * D**-0.5 + rpb[h, j - i + window // 2]``;
 only ``natten`` differs (see :class:`Natten`).
@@ -26,9 +26,6 @@ q, k, v and rpb for a fixed upstream gradient).
 from __future__ import annotations
 
 import functools
-import importlib
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -38,12 +35,8 @@ import torch.nn.functional as F
 
 import fastlocal
 
-from . import suite
-from .memory import PeakMemory, peak_memory_mb
-from .suite import Result
+from .suite import Suite, backend_absent, dtype_name, failure, torch_has_cuda
 
-OP = "local_attention"
-MODES = suite.MODES
 DENSE_MASK_LIMIT_BYTES = 8 * 2**30
 
 
@@ -61,12 +54,12 @@ class Config:
 
     @property
     def name(self) -> str:
-        name = f"B{self.B}-H{self.H}-T{self.T}-D{self.D}-w{self.window}-{_dtype_name(self.dtype)}"
+        name = f"B{self.B}-H{self.H}-T{self.T}-D{self.D}-w{self.window}-{dtype_name(self.dtype)}"
         return name if self.device == "cpu" else f"{name}-{self.device}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (dtype by name), the inverse of :meth:`from_dict`."""
-        return {**asdict(self), "dtype": _dtype_name(self.dtype)}
+        return {**asdict(self), "dtype": dtype_name(self.dtype)}
 
     def gflop(self, mode: str) -> float:
         """:func:`useful_gflop` of one call in ``mode`` (gives results their GFLOP/s)."""
@@ -75,10 +68,6 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
         return cls(**{**data, "dtype": getattr(torch, data["dtype"])})
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 # The suite: 4 heads of 32 channels, window 51, T from 2048 to 32768 (about 1 to 18 minutes at 30 fps).
@@ -94,14 +83,6 @@ GPU_CONFIGS = tuple(
 QUICK_MAX_T = {"sdpa_dense": 2048, "naive": 2048}
 
 
-def quick_skip(method: str, config: Config) -> str | None:
-    """Why ``--quick`` leaves ``method`` out at ``config`` (reported in the table), or None."""
-    limit = QUICK_MAX_T.get(method)
-    if limit is None or limit >= config.T:
-        return None
-    return f"--quick runs {method} only up to T={limit} (seconds per call beyond); run without --quick"
-
-
 def useful_gflop(config: Config, mode: str = "forward") -> float:
     """Nominal GFLOP of one call: ``4·B·H·T·window·D`` forward (q·k and p·v, 2 FLOP per MAC).
 
@@ -110,35 +91,6 @@ def useful_gflop(config: Config, mode: str = "forward") -> float:
     """
     forward = 4 * config.B * config.H * config.T * config.window * config.D / 1e9
     return forward if mode == "forward" else 3 * forward
-
-
-def gemm_gflops(n: int = 2048, repeats: int = 10, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
-    """Achieved ``torch.mm`` GFLOP/s on ``[n, n] @ [n, n]`` (median of ``repeats``).
-
-    The yardstick for :func:`useful_gflop` rates: what this machine's BLAS (or GPU) reaches.
-    """
-    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
-    out = torch.empty(n, n, dtype=dtype, device=device)
-    torch.mm(a, b, out=out)  # warm-up: thread pool and BLAS initialisation
-    times = [timed_call(torch.mm, a, b, out=out)[0] for _ in range(repeats)]
-    return 2 * n**3 / statistics.median(times) / 1e9
-
-
-def timed_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
-    """Seconds of ``fn(*args, **kwargs)`` and its result; CUDA work is timed with CUDA events.
-
-    The device is read from the first tensor argument.
-    """
-    if next((a.is_cuda for a in args if isinstance(a, torch.Tensor)), False):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        result = fn(*args, **kwargs)
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3, result
-    start_s = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return time.perf_counter() - start_s, result
 
 
 @dataclass
@@ -177,23 +129,18 @@ def naive_local_attention(
     return torch.einsum("bhtw,bhtwd->bhtd", scores.softmax(-1), v_windows)
 
 
-def _failure(call: Callable[[], object]) -> str | None:
-    """Run ``call``: the exception it raises as ``"Type: message"``, or None."""
-    try:
-        call()
-    except Exception as exc:  # the refusal is the reason reported, not a failure
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
 class Method:
     """A named way to compute the attention above; subclasses define :meth:`forward`."""
 
     name: str
     compiles = False  # True when the first call compiles: its time says nothing about the speed
 
+    def absent(self, device: str) -> str | None:
+        """Why this method has nothing to run on any ``device`` configuration here, or None."""
+        return None
+
     def unavailable(self, config: Config, mode: str) -> str | None:
-        """Why this method cannot run ``config`` in ``mode`` here, or None when it can."""
+        """Why this method cannot run ``config`` in ``mode`` (beyond :meth:`absent`), or None when it can."""
         return None
 
     def make_inputs(self, config: Config, mode: str, seed: int = 0) -> Inputs:
@@ -237,19 +184,9 @@ class FastLocal(Method):
         self.backend = backend
         self.name = f"fastlocal[{backend}]"
 
-    def unavailable(self, config: Config, mode: str) -> str | None:
+    def absent(self, device: str) -> str | None:
         # Read at call time: a kernel that lands later joins the benchmark by itself.
-        implemented = importlib.import_module("fastlocal.local_attention").IMPLEMENTED
-        if self.backend not in implemented:
-            return f"local_attention has no {self.backend!r} kernel yet (implemented: {', '.join(implemented)})"
-        status = fastlocal.available_backends()[self.backend]
-        if status != "available":
-            return f"backend {self.backend!r}: {status}"
-        if self.backend == "triton" and config.device == "cpu":
-            return "triton runs on CPU tensors only through its interpreter (correctness, not speed)"
-        if self.backend in ("cpu", "cuda") and config.device != self.backend:
-            return f"backend {self.backend!r} runs on {self.backend} tensors, this configuration is on {config.device}"
-        return None
+        return backend_absent("local_attention", self.backend, device)
 
     def forward(self, x: Inputs) -> torch.Tensor:
         return fastlocal.local_attention(x.q, x.k, x.v, x.window, x.rpb, backend=self.backend)
@@ -287,11 +224,14 @@ class FlexAttention(Method):
     name = "flex_attention"
     compiles = True
 
-    def unavailable(self, config: Config, mode: str) -> str | None:
+    def absent(self, device: str) -> str | None:
         try:
             import torch.nn.attention.flex_attention
         except ImportError as exc:
             return f"torch {torch.__version__} has no flex_attention ({exc})"
+        return None
+
+    def unavailable(self, config: Config, mode: str) -> str | None:
         # Forward is expected to work; a failure there is a real error, not a skip.
         refusal = self.backward_refusal if mode == "forward_backward" else None
         return refusal and f"flex_attention refuses {mode}: {refusal}"
@@ -304,7 +244,7 @@ class FlexAttention(Method):
         # Eager, not self.fn: after a compiled call raises, later compiled calls silently run the
         # unfused path (dense T x T scores: 25x slower at T = 2048, out of memory at T = 32768).
         q = torch.randn(1, 1, 128, 16, requires_grad=True)
-        return _failure(lambda: flex_attention(q, q, q).sum().backward())
+        return failure(lambda: flex_attention(q, q, q).sum().backward())
 
     @functools.cached_property
     def fn(self) -> Callable[..., torch.Tensor]:
@@ -373,16 +313,19 @@ class Natten(Method):
     def __init__(self) -> None:
         self._tiny_failures: dict[str, str | None] = {}  # mode -> what a tiny call raised
 
-    def unavailable(self, config: Config, mode: str) -> str | None:
+    def absent(self, device: str) -> str | None:
         try:
             import natten.functional  # noqa: F401
         except ImportError:
-            return "natten not installed"
+            return "not installed"
+        return None
+
+    def unavailable(self, config: Config, mode: str) -> str | None:
         if mode not in self._tiny_failures:
-            x = self.make_inputs(Config(B=1, H=1, T=128, D=16, window=3), mode)
-            self._tiny_failures[mode] = _failure(lambda: self.run(x, mode))
+            x = self.make_inputs(Config(B=1, H=1, T=128, D=16, window=3, device=config.device), mode)
+            self._tiny_failures[mode] = failure(lambda: self.run(x, mode))
         error = self._tiny_failures[mode]
-        return error and f"natten.functional.na1d fails on CPU: {error}"
+        return error and f"natten.functional.na1d fails on {config.device}: {error}"
 
     def forward(self, x: Inputs) -> torch.Tensor:
         import natten.functional
@@ -404,13 +347,20 @@ class FlashAttn(Method):
 
     name = "flash_attn"
 
-    def unavailable(self, config: Config, mode: str) -> str | None:
-        if config.device != "cuda" or config.dtype not in (torch.float16, torch.bfloat16):
-            return "flash-attn runs on CUDA in fp16/bf16 only"
+    def absent(self, device: str) -> str | None:
+        if not torch_has_cuda():
+            return f"not available (torch {torch.__version__} has no CUDA)"
+        if device != "cuda":
+            return "runs on CUDA tensors: python -m fastlocal bench --device cuda"
         try:
             import flash_attn  # noqa: F401
         except ImportError:
-            return "flash-attn not installed"
+            return "not installed"
+        return None
+
+    def unavailable(self, config: Config, mode: str) -> str | None:
+        if config.dtype not in (torch.float16, torch.bfloat16):
+            return "flash-attn runs in fp16/bf16 only"
         return None
 
     def forward(self, x: Inputs) -> torch.Tensor:
@@ -433,71 +383,46 @@ METHODS: dict[str, Method] = {
 }
 
 
-def warm_up(method: Method, x: Inputs, mode: str) -> float:
-    """Warm ``method`` up (compilation, caches: :func:`fastlocal.bench.suite.warm_up`) and return a
-    steady call's seconds, for :func:`rounds_for`."""
-    return suite.warm_up(lambda: _seconds(method, x, mode))
+class LocalAttention(Suite):
+    """Banded attention with RPB: fastlocal's backends against naive PyTorch (eager and compiled),
+    compiled FlexAttention, dense-mask SDPA, NATTEN and flash-attn's sliding window."""
 
+    op = "local_attention"
+    config_type = Config
+    configs = CONFIGS
+    quick_configs = QUICK_CONFIGS
+    tiny_configs = tuple(Config(B=1, H=4, T=T, D=32, window=51) for T in (64, 128))
+    gpu_configs = GPU_CONFIGS
+    # One head layout of the GPU suite, its two shorter lengths.
+    gpu_quick_configs = tuple(c for c in GPU_CONFIGS if c.B == 1 and c.H == 4 and c.D == 32 and c.T <= 16384)
+    methods = tuple(METHODS)
+    peers = "every method but fastlocal[...]"
 
-def _seconds(method: Method, x: Inputs, mode: str) -> float:
-    return _run_timed(method, x, mode)[0]
+    def is_peer(self, method: str) -> bool:
+        return not isinstance(METHODS[method], FastLocal)
 
+    def absent(self, method: str, device: str) -> str | None:
+        return METHODS[method].absent(device)
 
-def _run_timed(method: Method, x: Inputs, mode: str) -> tuple[float, tuple[torch.Tensor, ...]]:
-    return timed_call(lambda _device_probe: method.run(x, mode), x.q)
+    def unavailable(self, method: str, config: Config, mode: str) -> str | None:
+        return METHODS[method].absent(config.device) or METHODS[method].unavailable(config, mode)
 
+    def quick_skip(self, method: str, config: Config) -> str | None:
+        limit = QUICK_MAX_T.get(method)
+        if limit is None or limit >= config.T:
+            return None
+        return f"--quick runs {method} only up to T={limit} (seconds per call beyond); run without --quick"
 
-def time_rounds(method: Method, x: Inputs, mode: str, rounds: int) -> tuple[list[float], tuple[torch.Tensor, ...]]:
-    """Seconds of ``rounds`` calls (after :func:`warm_up`) and the last call's outputs, to check them."""
-    times = []
-    for _ in range(rounds):
-        seconds, outputs = _run_timed(method, x, mode)
-        times.append(seconds)
-    return times, outputs
+    def compiles(self, method: str) -> bool:
+        return METHODS[method].compiles
 
+    def build(self, method: str, config: Config, mode: str) -> Callable[[], tuple[torch.Tensor, ...]]:
+        m = METHODS[method]
+        return functools.partial(m.run, m.make_inputs(config, mode), mode)
 
-def memory_call(method: str, config: dict[str, Any], mode: str) -> Callable[[], object]:
-    """Factory for :func:`fastlocal.bench.memory.peak_memory_mb`: inputs built, warmed up."""
-    m, c = METHODS[method], Config.from_dict(config)
-    reason = m.unavailable(c, mode)
-    if reason:
-        raise RuntimeError(f"{method} unavailable: {reason}")
-    x = m.make_inputs(c, mode)
-    m.run(x, mode)  # compilation and first-call allocations stay out of the peak
-    return functools.partial(m.run, x, mode)
+    def size(self, config: Config) -> int:
+        return config.T
 
-
-def memory_spec(method: str, config: Config, mode: str) -> dict[str, Any]:
-    """The :func:`fastlocal.bench.memory.peak_memory_mb` spec naming one call."""
-    return {"factory": f"{__name__}:memory_call",
-            "kwargs": {"method": method, "config": config.to_dict(), "mode": mode}}
-
-
-def peak_memory(method: str, config: Config, mode: str, timeout: float = 600.0) -> PeakMemory:
-    """Peak extra memory of one ``method`` call on ``config`` in ``mode``.
-
-    CPU: resident memory in a fresh process. CUDA: ``torch.cuda.max_memory_allocated``
-    above what was allocated before the call (exact, so measured in this process).
-    """
-    if config.device == "cpu":
-        return peak_memory_mb(memory_spec(method, config, mode), timeout=timeout)
-    try:
-        call = memory_call(method, config.to_dict(), mode)
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        call()
-        torch.cuda.synchronize()
-        return PeakMemory((torch.cuda.max_memory_allocated() - before) / 2**20)
-    except Exception as exc:  # reported in the table, like a failed CPU measurement
-        return PeakMemory(None, f"{type(exc).__name__}: {exc}")
-
-
-def is_peer(method: str) -> bool:
-    """True for the methods fastlocal is compared with: every method but ``fastlocal[<backend>]``."""
-    return not isinstance(METHODS.get(method), FastLocal)
-
-
-def format_table(results: list[Result], gemm: float | None = None) -> str:
-    """:func:`fastlocal.bench.suite.format_table` of local_attention results, peers as :func:`is_peer` says."""
-    return suite.format_table(results, gemm, op=OP, is_peer=is_peer, peers="every method but fastlocal[...]")
+    def series(self, config: Config) -> str:
+        device = "" if config.device == "cpu" else f" {config.device}"
+        return f"B={config.B} H={config.H} D={config.D} window={config.window} {dtype_name(config.dtype)}{device}"

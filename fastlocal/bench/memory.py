@@ -1,7 +1,8 @@
 """Peak memory of one call, measured in a fresh Python process (Linux only).
 
 The parent names the call by a JSON spec ``{"factory": "package.module:function",
-"kwargs": {...}}``. The child imports the factory and calls it with ``kwargs``; the
+"kwargs": {...}}`` (or ``"/path/to/file.py:function"`` for a module outside any package,
+such as a benchmark suite's helper). The child imports the factory and calls it with ``kwargs``; the
 factory builds the inputs, warms the call up (compilation, thread pools) and returns
 a zero-argument callable. The child then reads ``VmRSS``, resets the kernel's
 high-water mark (``echo 5 > /proc/self/clear_refs``), runs the callable once and
@@ -19,12 +20,15 @@ from __future__ import annotations
 
 import gc
 import importlib
+import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any, NamedTuple
 
 MMAP_THRESHOLD = 65536
@@ -88,6 +92,19 @@ def _measure(call: Callable[[], object]) -> float:
     return (_status_kb("VmHWM") - before) / 1024
 
 
+def _import(module: str) -> ModuleType:
+    """``package.module`` by name, or a ``.py`` file by path."""
+    if not module.endswith(".py"):
+        return importlib.import_module(module)
+    loaded = importlib.util.spec_from_file_location(Path(module).stem, module)
+    if loaded is None or loaded.loader is None:
+        raise ImportError(f"cannot load {module}")
+    result = importlib.util.module_from_spec(loaded)
+    sys.modules[loaded.name] = result
+    loaded.loader.exec_module(result)
+    return result
+
+
 def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """What the child runs: build the call named by ``spec`` and measure it.
 
@@ -95,8 +112,8 @@ def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     or the call raises, so a failing method is reported, not a crash.
     """
     try:
-        module, _, name = spec["factory"].partition(":")
-        factory = getattr(importlib.import_module(module), name)
+        module, _, name = spec["factory"].rpartition(":")
+        factory = getattr(_import(module), name)
         return {"mb": _measure(factory(**spec.get("kwargs", {})))}
     except Exception as exc:  # reported to the parent as the reason
         return {"reason": f"{type(exc).__name__}: {exc}"}

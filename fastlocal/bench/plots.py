@@ -1,4 +1,4 @@
-"""Plots of ``python -m fastlocal bench`` results; needs matplotlib (``pip install 'fastlocal[plot]'``)."""
+"""Plots of ``python -m fastlocal bench`` results; need matplotlib (``pip install matplotlib``; test, plot extras)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """RoI-align-1D: configurations and competing methods.
 
-One definition shared by ``benchmarks/test_roi_align_1d.py`` and ``python -m fastlocal bench``.
+One definition, :class:`RoiAlign`, shared by ``benchmarks/test_roi_align_1d.py`` and ``python -m fastlocal bench``.
 Every method computes ``fastlocal.roi_align_1d(x, rois, P, sampling_ratio=0)`` on the
 proposals of a detector:
 
@@ -24,8 +24,8 @@ the input for a fixed upstream gradient).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import importlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -34,11 +34,8 @@ import torch
 
 import fastlocal
 
-from . import suite
-from .memory import PeakMemory, peak_memory_mb
+from .suite import Suite, backend_absent, dtype_name
 
-OP = "roi_align_1d"
-MODES = ("forward", "forward_backward")
 GATHER_LIMIT_BYTES = 4 * 2**30  # largest [N, P, n, C] gather the ``gather`` method may build
 
 
@@ -67,11 +64,11 @@ class Config:
     @property
     def name(self) -> str:
         return (f"{self.label}-B{self.videos}-C{self.channels}-T{self.length}-N{self.num_rois}-P{self.output_size}"
-                f"-{str(self.dtype).removeprefix('torch.')}")
+                f"-{dtype_name(self.dtype)}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (dtype by name), the inverse of :meth:`from_dict`."""
-        return {**asdict(self), "dtype": str(self.dtype).removeprefix("torch.")}
+        return {**asdict(self), "dtype": dtype_name(self.dtype)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
@@ -140,8 +137,12 @@ class Method:
 
     name: str
 
+    def absent(self) -> str | None:
+        """Why this method has nothing to run here (this suite's configurations are on the CPU), or None."""
+        return None
+
     def unavailable(self, config: Config, mode: str) -> str | None:
-        """Why this method cannot run ``config`` in ``mode`` here, or None when it can."""
+        """Why this method cannot run ``config`` in ``mode`` (beyond :meth:`absent`), or None when it can."""
         return None
 
     def make_inputs(self, config: Config, mode: str, seed: int = 0) -> Inputs:
@@ -172,14 +173,8 @@ class FastLocal(Method):
         self.backend = backend
         self.name = f"fastlocal[{backend}]"
 
-    def unavailable(self, config: Config, mode: str) -> str | None:
-        implemented = importlib.import_module("fastlocal.roi_align_1d").IMPLEMENTED
-        if self.backend not in implemented:
-            return f"roi_align_1d has no {self.backend!r} kernel (implemented: {', '.join(implemented)})"
-        if self.backend in ("cuda", "triton"):
-            return f"this suite runs on CPU tensors; {self.backend!r} needs CUDA ones"
-        status = fastlocal.available_backends()[self.backend]
-        return None if status == "available" else f"backend {self.backend!r}: {status}"
+    def absent(self) -> str | None:
+        return backend_absent("roi_align_1d", self.backend, "cpu")
 
     def forward(self, x: Inputs) -> torch.Tensor:
         return fastlocal.roi_align_1d(x.x, x.rois, x.output_size, sampling_ratio=x.sampling_ratio,
@@ -208,24 +203,28 @@ class Gather(Method):
 METHODS: dict[str, Method] = {m.name: m for m in (FastLocal("cpu"), FastLocal("reference"), Gather())}
 
 
-def warm_up(method: Method, x: Inputs, mode: str) -> float:
-    """Warm ``method`` up (:func:`fastlocal.bench.suite.warm_up`) and return a steady call's seconds."""
-    return suite.warm_up(suite.wall_clock(lambda: method.run(x, mode)))
+class RoiAlign(Suite):
+    """RoI-align-1D: fastlocal's kernel against the reference (sampling plan + ``embedding_bag``) and
+    the plain-PyTorch gather, at ETAD's RoI layer and G-TAD's dense proposal map."""
 
+    op = "roi_align_1d"
+    config_type = Config
+    configs = CONFIGS
+    # ETAD's RoI layer on one video instead of 16 (the suite's calls take seconds on 2 cores).
+    quick_configs = (dataclasses.replace(CONFIGS[0], videos=1),)
+    tiny_configs = tuple(dataclasses.replace(c, videos=1, channels=8, length=24) for c in CONFIGS)
+    methods = tuple(METHODS)
+    peers = "gather (plain PyTorch)"
 
-def memory_call(method: str, config: dict[str, Any], mode: str) -> Callable[[], object]:
-    """Factory for :func:`fastlocal.bench.memory.peak_memory_mb`: inputs built, warmed up."""
-    m, c = METHODS[method], Config.from_dict(config)
-    reason = m.unavailable(c, mode)
-    if reason:
-        raise RuntimeError(f"{method} unavailable: {reason}")
-    x = m.make_inputs(c, mode)
-    m.run(x, mode)  # first-call allocations and thread pools stay out of the peak
-    return functools.partial(m.run, x, mode)
+    def is_peer(self, method: str) -> bool:
+        return not isinstance(METHODS[method], FastLocal)
 
+    def absent(self, method: str, device: str) -> str | None:
+        return METHODS[method].absent()
 
-def peak_memory(method: str, config: Config, mode: str, timeout: float = 600.0) -> PeakMemory:
-    """Peak extra memory of one ``method`` call on ``config`` in ``mode``, in a fresh process."""
-    spec = {"factory": f"{__name__}:memory_call",
-            "kwargs": {"method": method, "config": config.to_dict(), "mode": mode}}
-    return peak_memory_mb(spec, timeout=timeout)
+    def unavailable(self, method: str, config: Config, mode: str) -> str | None:
+        return METHODS[method].absent() or METHODS[method].unavailable(config, mode)
+
+    def build(self, method: str, config: Config, mode: str) -> Callable[[], tuple[torch.Tensor, ...]]:
+        m = METHODS[method]
+        return functools.partial(m.run, m.make_inputs(config, mode), mode)

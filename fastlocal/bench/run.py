@@ -6,10 +6,13 @@ mode and method in one process: the median time with its spread, the peak memory
 call (CPU: a fresh process; CUDA: ``torch.cuda.max_memory_allocated``), the speed-up and
 memory ratio against the best peers, and useful GFLOP/s against the ``torch.mm`` rate
 measured in the same run. Methods that cannot run here, or that ``--quick`` leaves out,
-are listed with the reason.
+are listed with the reason; methods that have nothing to run here at all (a GPU backend on a
+torch without CUDA, a peer that is not installed) take one line per op.
 
-Writes ``bench.json`` (machine, command line, every figure with its spread) and, when
-matplotlib is installed, ``<op>_time.png`` and ``<op>_memory.png`` into ``out``.
+Every call is warmed up by :func:`fastlocal.bench.suite.warm_up`'s rule before it is timed,
+as in the pytest-benchmark suites. Writes ``bench.json`` (machine, command line, every
+figure with its spread) and ``<op>_time.png`` and ``<op>_memory.png`` into ``out`` (the plots
+need matplotlib, in the ``test`` and ``plot`` extras).
 """
 
 from __future__ import annotations
@@ -34,10 +37,9 @@ import torch
 import fastlocal
 
 from . import plots
-from .local_attention import gemm_gflops, timed_call
 from .memory import PeakMemory
 from .ops import SUITES
-from .suite import Result, Suite, best_peers, format_table, rounds_for
+from .suite import Result, Suite, best_peers, gemm_gflops, rounds_for, timed_call, warm_up
 
 OPS = tuple(SUITES)
 # Seconds of timed rounds per measurement (at least 3 rounds): the full run matches the pytest suites.
@@ -117,15 +119,8 @@ class Progress:
             print(file=sys.stderr, flush=True)
 
 
-def skip_reason(suite: Suite, method: str, config: Any, mode: str, *, quick: bool, tiny: bool) -> str | None:
-    """Why ``method`` does not run ``config`` in ``mode`` in this run (shown in the table), or None."""
-    if tiny and suite.compiles(method):
-        return "--tiny leaves out compiled methods (compiling takes longer than the whole tiny run)"
-    return suite.unavailable(method, config, mode) or (suite.quick_skip(method, config) if quick else None)
-
-
 def _seconds(call: Callable[[], tuple[torch.Tensor, ...]], device: str) -> tuple[float, tuple[torch.Tensor, ...]]:
-    """:func:`~fastlocal.bench.local_attention.timed_call` of ``call`` (CUDA events on ``cuda``)."""
+    """:func:`~fastlocal.bench.suite.timed_call` of ``call`` (CUDA events on ``cuda``)."""
     return timed_call(lambda _device_probe: call(), torch.empty(0, device=device))
 
 
@@ -133,16 +128,17 @@ def measure(suite: Suite, method: str, config: Any, mode: str, peak: PeakMemory,
             min_rounds: int = 3) -> Result:
     """Warm one call up, time it for about ``budget_s`` (at least ``min_rounds``) and check its outputs are finite.
 
-    The first call (the second for compiling methods) estimates the rounds and is not kept.
+    The warm-up follows :func:`~fastlocal.bench.suite.warm_up`'s rule (at least three calls, until two
+    in a row agree): its calls are not kept, and its last, steady call sizes the rounds. (Sized by a
+    first call, which pays one-time work such as the ~1 s import of ``torch._dynamo`` by the run's
+    first fastlocal op, a fast op would get the minimum of rounds, its median two noisy calls.)
     """
     device = suite.device(config)
     try:
-        call = suite.call(method, config, mode)
-        estimate = _seconds(call, device)[0]
-        if suite.compiles(method):
-            estimate = _seconds(call, device)[0]
+        call = suite.build(method, config, mode)
+        steady = warm_up(lambda: _seconds(call, device)[0])
         times = []
-        for _ in range(rounds_for(estimate, budget_s, min_rounds)):
+        for _ in range(rounds_for(steady, budget_s, min_rounds)):
             seconds, outputs = _seconds(call, device)
             times.append(seconds)
     except Exception as exc:  # reported in the table and the exit code; the other methods still run
@@ -152,13 +148,20 @@ def measure(suite: Suite, method: str, config: Any, mode: str, peak: PeakMemory,
     return Result.timed(method, config, mode, times, peak)
 
 
+def absent_methods(ops: list[str], device: str) -> dict[str, dict[str, str]]:
+    """By op, the methods with nothing to run in a ``device`` run here, and why (one line per op)."""
+    return {op: {m: reason for m in SUITES[op].methods if (reason := SUITES[op].absent(m, device))} for op in ops}
+
+
 def plan(ops: list[str], device: str, *, quick: bool, tiny: bool) -> list[tuple[Suite, Any, str, str]]:
-    """Every (suite, config, mode, method) of the run, in the order they run."""
+    """Every (suite, config, mode, method) of the run, in the order they run (absent methods left out)."""
     cases = []
+    absent = absent_methods(ops, device)
     for op in ops:
         suite = SUITES[op]
         configs = suite.configurations(device, quick=quick, tiny=tiny)
-        cases += [(suite, *case) for case in itertools.product(configs, suite.modes, suite.methods)]
+        methods = [m for m in suite.methods if m not in absent[op]]
+        cases += [(suite, *case) for case in itertools.product(configs, suite.modes, methods)]
     return cases
 
 
@@ -170,7 +173,7 @@ def bench(ops: list[str], device: str, *, quick: bool, tiny: bool, budget_s: flo
     memory_measured = False
     for suite, config, mode, method in cases:
         label = f"{suite.op} {config.name} {method} {mode}"
-        reason = skip_reason(suite, method, config, mode, quick=quick, tiny=tiny)
+        reason = suite.skip_reason(method, config, mode, quick=quick, tiny=tiny)
         if reason:
             progress.step(f"{label}: skipped")
             results[suite.op].append(Result(method, config, mode, skipped=reason))
@@ -187,9 +190,19 @@ def bench(ops: list[str], device: str, *, quick: bool, tiny: bool, budget_s: flo
     return results
 
 
+def write_plots(results: dict[str, list[Result]], out: Path) -> str:
+    """Write every op's plots into ``out``; the line saying what was written (or why nothing was)."""
+    if not plots.available():
+        return "plots not written: matplotlib is not installed (pip install matplotlib)"
+    paths = [path for op, op_results in results.items() for path in plots.plot(SUITES[op], op_results, out)]
+    return "wrote " + ", ".join(str(p) for p in paths) if paths else "plots: no method ran, nothing to plot"
+
+
 def report(results: dict[str, list[Result]], gemm: float, info: dict[str, Any], options: dict[str, Any],
-           date: datetime.datetime, seconds: float) -> dict[str, Any]:
-    """The ``bench.json`` document: command line, start date, machine, options and every row."""
+           date: datetime.datetime, seconds: float, absent: dict[str, dict[str, str]] | None = None
+           ) -> dict[str, Any]:
+    """The ``bench.json`` document: command line, start date, machine, options, every row and, by op,
+    the methods that had nothing to run here (``absent``, method -> reason)."""
     rows = []
     for op, op_results in results.items():
         suite = SUITES[op]
@@ -213,6 +226,7 @@ def report(results: dict[str, list[Result]], gemm: float, info: dict[str, Any], 
         "machine": {**info, "gemm_gflops": gemm},
         "options": options,
         "peers": {op: SUITES[op].peers for op in results},
+        "absent": {op: (absent or {}).get(op, {}) for op in results},
         "results": rows,
     }
 
@@ -235,6 +249,7 @@ def run_bench(ops: list[str], *, quick: bool = False, device: str = "cpu", out: 
           file=sys.stderr, flush=True)
     gemm = gemm_gflops() if device == "cpu" else gemm_gflops(n=8192, device="cuda", dtype=torch.bfloat16)
     results = bench(ops, device, quick=quick, tiny=tiny, budget_s=budget_s)
+    absent = absent_methods(ops, device)
 
     info = machine()
     processor = info["cpu"] if device == "cpu" else info["gpu"]
@@ -245,18 +260,14 @@ def run_bench(ops: list[str], *, quick: bool = False, device: str = "cpu", out: 
         if not op_results:
             print(f"{op}: no {device} configurations")
             continue
-        print(format_table(op_results, gemm, op=op, is_peer=suite.is_peer, peers=suite.peers, note=suite.note))
+        print(suite.table(op_results, gemm, absent[op]))
     out.mkdir(parents=True, exist_ok=True)
-    options = {"ops": ops, "quick": quick, "tiny": tiny, "device": device, "budget_s": budget_s}
+    options = {"ops": ops, "quick": quick, "tiny": tiny, "device": device, "budget_s": budget_s, "out": str(out)}
     seconds = time.perf_counter() - start
-    document = report(results, gemm, info, options, date, seconds)
+    document = report(results, gemm, info, options, date, seconds, absent)
     (out / "bench.json").write_text(json.dumps(document, indent=1, allow_nan=False) + "\n")
     print(f"wrote {out / 'bench.json'}")
-    if plots.available():
-        paths = [path for op, op_results in results.items() for path in plots.plot(SUITES[op], op_results, out)]
-        print("wrote " + ", ".join(str(p) for p in paths))
-    else:
-        print("plots skipped: matplotlib is not installed (pip install 'fastlocal[plot]')")
+    print(write_plots(results, out))
     failed = sum(r.status == "failed" for op_results in results.values() for r in op_results)
     print(f"bench: {time.perf_counter() - start:.0f} s" + (f", {failed} methods FAILED" if failed else ""))
     return 1 if failed else 0

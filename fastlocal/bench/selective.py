@@ -1,6 +1,6 @@
 """One training step of a video clip encoder: full backprop against selective backprop and long memory.
 
-One definition shared by ``benchmarks/test_selective.py`` and ``python -m fastlocal bench``.
+One definition, :class:`Selective`, shared by ``benchmarks/test_selective.py`` and ``python -m fastlocal bench``.
 The encoder is a ViT-style video transformer (:class:`ClipEncoder`: tubelet patch embedding,
 pre-LN transformer blocks, mean-pooled clip feature); a step encodes the ``N`` clips of one
 video, classifies every clip feature with a linear head (cross-entropy against fixed labels),
@@ -16,6 +16,7 @@ Methods (how the clip features are computed):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -26,7 +27,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..selective import LongMemory, SelectiveEncoder, selective_encode
-from .memory import PeakMemory, peak_memory_mb
+from .suite import Suite
 
 METHODS = (
     "full",
@@ -37,7 +38,6 @@ METHODS = (
     "selective-1.0",
     "tallformer-0.1",
 )
-BASELINE = "full"
 MEMORY_KEY = "video"
 
 
@@ -130,29 +130,27 @@ def _features(method: str, encoder: nn.Module, config: Config) -> Callable[[torc
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
-def make_step(method: str, config: dict[str, Any] | None = None) -> Callable[[], torch.Tensor]:
-    """Build the encoder, head, optimizer and one video's clips; warm up; return one training step.
+def make_step(method: str, config: Config = CONFIG, *, warmup: bool = True) -> Callable[[], torch.Tensor]:
+    """Build the encoder, head, optimizer and one video's clips; return one training step.
 
     Args:
         method: one of :data:`METHODS`.
-        config: :meth:`Config.to_dict` form (default :data:`CONFIG`), JSON-friendly for
-            :func:`fastlocal.bench.memory.peak_memory_mb`.
-
-    One step runs before returning (allocator, thread pool, optimizer state); for
-    ``tallformer-*`` it also fills the memory (lazy initialisation: the offline pass).
+        config: the encoder and the video.
+        warmup: run one step before returning (allocator, thread pool, optimizer state; for
+            ``tallformer-*`` it also fills the memory: lazy initialisation, the offline pass).
+            The benchmark harness warms up by its own rule and passes False.
 
     Returns:
         A zero-argument callable running forward + backward + ``AdamW.step`` and returning the loss.
     """
-    cfg = CONFIG if config is None else Config.from_dict(config)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     torch.manual_seed(0)
-    encoder, head = ClipEncoder(cfg), nn.Linear(cfg.dim, cfg.classes)
-    clips = torch.randn(cfg.clips, 3, cfg.frames, cfg.size, cfg.size)
-    labels = torch.randint(cfg.classes, (cfg.clips,))
+    encoder, head = ClipEncoder(config), nn.Linear(config.dim, config.classes)
+    clips = torch.randn(config.clips, 3, config.frames, config.size, config.size)
+    labels = torch.randint(config.classes, (config.clips,))
     optimizer = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=1e-4)
-    features = _features(method, encoder, cfg)
+    features = _features(method, encoder, config)
 
     def step() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
@@ -161,50 +159,40 @@ def make_step(method: str, config: dict[str, Any] | None = None) -> Callable[[],
         optimizer.step()
         return loss.detach()
 
-    step()
+    if warmup:
+        step()
     return step
 
 
-def peak_memory(method: str, config: Config = CONFIG, timeout: float = 900.0) -> PeakMemory:
-    """Peak extra resident memory of one warm training step of ``method``, in a fresh process."""
-    spec = {"factory": f"{__name__}:make_step", "kwargs": {"method": method, "config": config.to_dict()}}
-    return peak_memory_mb(spec, timeout=timeout)
+class Selective(Suite):
+    """One training step of a clip encoder: full backprop and per-clip checkpointing against ETAD's
+    selective backprop and TALLFormer's long memory."""
 
+    op = "selective"
+    config_type = Config
+    configs = (CONFIG,)
+    # 8 clips of 8x32x32 (16 tokens) through 2 blocks of the same width: one step of the suite's
+    # 32 clips of 196 tokens through 12 blocks takes ~7.5 s on 2 cores, per method and round.
+    quick_configs = (dataclasses.replace(CONFIG, clips=8, size=32, depth=2),)
+    tiny_configs = (Config(clips=4, frames=2, size=16, tubelet=(2, 8, 8), dim=16, depth=1, heads=2),)
+    methods = METHODS
+    modes = ("forward_backward",)
+    peers = "full (backprop through every clip) and checkpoint (per-clip activation checkpointing)"
+    note = ("selective: forward+backward is one training step (encode the clips, classify, backward, AdamW); "
+            "peak MB is the whole step's, parameters and optimizer state included")
+    rounds = 3  # pytest-benchmark rounds: a full-size step takes seconds on 2 cores, the median of 3
+    memory_timeout_s = 900.0
+    # --quick keeps one ratio of each mode: ETAD's and TALLFormer's 0.1.
+    quick_methods = ("full", "checkpoint", "selective-0.1", "tallformer-0.1")
 
-@dataclass
-class Result:
-    """One method's median step time (s) and peak memory (MB); None when not measured."""
+    def is_peer(self, method: str) -> bool:
+        return method in ("full", "checkpoint")
 
-    method: str
-    seconds: float | None
-    peak_mb: float | None
+    def quick_skip(self, method: str, config: Config) -> str | None:
+        if method in self.quick_methods:
+            return None
+        return "--quick runs one sampling ratio (0.1); run without --quick for the others"
 
-    def versus(self, baseline: Result | None) -> tuple[float | None, float | None]:
-        """(time, peak memory) as fractions of ``baseline``'s."""
-
-        def fraction(a: float | None, b: float | None) -> float | None:
-            return None if a is None or not b else a / b
-
-        if baseline is None:
-            return None, None
-        return fraction(self.seconds, baseline.seconds), fraction(self.peak_mb, baseline.peak_mb)
-
-
-def format_table(results: list[Result]) -> str:
-    """Markdown table: method, step time, peak MB and both as a percentage of full backprop."""
-    baseline = next((r for r in results if r.method == BASELINE), None)
-
-    def cell(value: float | None, fmt: str) -> str:
-        return "n/a" if value is None else format(value, fmt)
-
-    def percent(value: float | None) -> str:
-        return "n/a" if value is None else f"{100 * value:.0f}%"
-
-    lines = ["| method | step s | peak MB | time vs full | peak vs full |", "|---|---:|---:|---:|---:|"]
-    for r in results:
-        time_ratio, peak_ratio = r.versus(baseline)
-        lines.append(
-            f"| {r.method} | {cell(r.seconds, '.2f')} | {cell(r.peak_mb, '.0f')} | "
-            f"{percent(time_ratio)} | {percent(peak_ratio)} |"
-        )
-    return "\n".join(lines)
+    def build(self, method: str, config: Config, mode: str) -> Callable[[], tuple[torch.Tensor, ...]]:
+        step = make_step(method, config, warmup=False)
+        return lambda: (step(),)

@@ -1,21 +1,24 @@
-"""The interface every op's comparison exposes to ``python -m fastlocal bench``, and the rows it produces.
+"""What every op's comparison shares: the :class:`Suite` protocol, timing, the rows and the table.
 
-An op's comparison is a :class:`Suite`: its configurations (the pytest-benchmark suite's,
-the smaller ``--quick`` members, tiny ones for the CLI's smoke test, GPU ones), its methods
-(fastlocal backends, the reference, the peers a user would otherwise run), and, for one
-(method, configuration, mode), why it cannot run, a ready-to-time call, and the peak memory
-of one call. ``python -m fastlocal bench`` (:mod:`fastlocal.bench.run`) loops over suites
-without knowing any op; every measurement becomes a :class:`Result`, and
-:func:`format_table` lays them side by side with the speed-up and memory ratio against
-the best peer.
+An op's comparison is a :class:`Suite` subclass defined in ``fastlocal/bench/<op>.py``: its
+configurations (the pytest-benchmark suite's, the smaller ``--quick`` members, tiny ones for
+the CLI's smoke test, GPU ones), its methods (fastlocal backends, the reference, the peers a
+user would otherwise run), and, for one (method, configuration, mode), why it cannot run, a
+ready-to-time call, and the peak memory of one call. Both ``python -m fastlocal bench``
+(:mod:`fastlocal.bench.run`) and the pytest-benchmark suites (``benchmarks/test_<op>.py``)
+loop over a suite without knowing the op, warm each call up by the one rule of
+:func:`warm_up`, and turn every measurement into a :class:`Result`; :func:`format_table`
+lays them side by side with the speed-up and memory ratio against the best peer.
 
-A configuration is any hashable object with a ``name`` and a JSON-serialisable
-``to_dict()``; one that also defines ``gflop(mode)`` (nominal GFLOP of one call) gets
-achieved GFLOP/s in the table.
+A configuration is any hashable object with a ``name``, a JSON-serialisable ``to_dict()``
+and a ``from_dict`` class method (the fresh process that measures memory rebuilds it); one
+that also defines ``gflop(mode)`` (nominal GFLOP of one call) gets achieved GFLOP/s in the
+table.
 """
 
 from __future__ import annotations
 
+import importlib
 import statistics
 import time
 from collections.abc import Callable
@@ -24,25 +27,147 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .memory import PeakMemory
+from .memory import PeakMemory, peak_memory_mb
 
 MODES = ("forward", "forward_backward")
 MODE_TITLES = {"forward": "forward", "forward_backward": "forward+backward"}
+GPU_BACKENDS = ("cuda", "triton")
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` -> ``"float32"`` (configurations' names and JSON)."""
+    return str(dtype).removeprefix("torch.")
+
+
+def torch_has_cuda() -> bool:
+    """True when this torch build can run CUDA (or ROCm) code at all, GPU present or not."""
+    return torch.version.cuda is not None or getattr(torch.version, "hip", None) is not None
+
+
+def backend_absent(op_module: str, backend: str, device: str) -> str | None:
+    """Why the fastlocal ``backend`` of ``fastlocal.<op_module>`` has nothing to run in a ``device`` run, or None.
+
+    A reason that holds for every configuration of the run (no kernel, a torch without CUDA,
+    a backend for the other device), reported once per op instead of once per row.
+    """
+    import fastlocal
+
+    implemented = importlib.import_module(f"fastlocal.{op_module}").IMPLEMENTED
+    if backend not in implemented:
+        return f"no {backend!r} kernel (implemented: {', '.join(implemented)})"
+    if backend in GPU_BACKENDS and not torch_has_cuda():
+        return f"not available (torch {torch.__version__} has no CUDA)"
+    status = fastlocal.available_backends()[backend]
+    if status != "available":
+        return f"not available ({status})"
+    if backend in GPU_BACKENDS and device == "cpu":
+        return "runs on CUDA tensors: python -m fastlocal bench --device cuda"
+    if backend == "cpu" and device != "cpu":
+        return "runs on CPU tensors: python -m fastlocal bench --device cpu"
+    return None
+
+
+def failure(call: Callable[[], object]) -> str | None:
+    """Run ``call``: the exception it raises as ``"Type: message"``, or None."""
+    try:
+        call()
+    except Exception as exc:  # the refusal is the reason reported, not a failure
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def timed_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
+    """Seconds of ``fn(*args, **kwargs)`` and its result; CUDA work is timed with CUDA events.
+
+    The device is read from the first tensor argument.
+    """
+    if next((a.is_cuda for a in args if isinstance(a, torch.Tensor)), False):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        result = fn(*args, **kwargs)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3, result
+    start_s = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return time.perf_counter() - start_s, result
+
+
+def gemm_gflops(n: int = 2048, repeats: int = 10, device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+    """Achieved ``torch.mm`` GFLOP/s on ``[n, n] @ [n, n]`` (median of ``repeats``).
+
+    The yardstick for useful GFLOP/s rates: what this machine's BLAS (or GPU) reaches.
+    """
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    out = torch.empty(n, n, dtype=dtype, device=device)
+    torch.mm(a, b, out=out)  # warm-up: thread pool and BLAS initialisation
+    times = [timed_call(torch.mm, a, b, out=out)[0] for _ in range(repeats)]
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def warm_up(timed: Callable[[], float], min_calls: int = 3, max_calls: int = 10, tolerance: float = 1.25) -> float:
+    """Call ``timed`` (which returns its own seconds) until it is steady; the last call's seconds.
+
+    The first calls pay for one-time work a training loop pays once, not per step:
+    compilation, thread pools, lazy imports (the first call of any fastlocal op imports
+    ``torch._dynamo``, 1-1.5 s on the 2-core VM) and the first touch of fresh memory (on that
+    VM, memory the process has not touched for a few seconds comes back slowly: the first
+    calls that write a 650 MB RoI map take 5-15x a steady one). So: at least ``min_calls``
+    calls, then more until the last two are within ``tolerance`` of each other (at most
+    ``max_calls``). The seconds returned size the timed rounds (:func:`rounds_for`): a first
+    call's would leave a fast op with the minimum of rounds.
+    """
+    times: list[float] = []
+    while len(times) < max_calls:
+        times.append(timed())
+        if len(times) >= min_calls and max(times[-2:]) <= tolerance * min(times[-2:]):
+            break
+    return times[-1]
+
+
+def wall_clock(call: Callable[[], object]) -> Callable[[], float]:
+    """``call`` as a zero-argument callable returning its wall-clock seconds (for :func:`warm_up`)."""
+
+    def timed() -> float:
+        start = time.perf_counter()
+        call()
+        return time.perf_counter() - start
+
+    return timed
+
+
+def rounds_for(seconds_per_call: float, budget_s: float = 2.0, min_rounds: int = 3, max_rounds: int = 100) -> int:
+    """Timed rounds that fit ``budget_s``, at least ``min_rounds`` (slow calls get exactly that)."""
+    return max(min_rounds, min(max_rounds, int(budget_s / max(seconds_per_call, 1e-9))))
+
+
+def _synchronised(call: Callable[[], tuple[torch.Tensor, ...]]) -> Callable[[], tuple[torch.Tensor, ...]]:
+    """``call``, returning only when the GPU has finished its work (what a wall-clock timer must wrap)."""
+
+    def run() -> tuple[torch.Tensor, ...]:
+        outputs = call()
+        torch.cuda.synchronize()
+        return outputs
+
+    return run
 
 
 class Suite:
-    """One op's comparison. Subclasses set the class attributes and define :meth:`call`."""
+    """One op's comparison. Subclasses set the class attributes and define :meth:`is_peer` and :meth:`build`."""
 
     op: str
+    config_type: type  # the configurations' class (``from_dict`` rebuilds one in the memory process)
     configs: tuple[Any, ...]  # the pytest-benchmark suite's CPU configurations
-    quick_configs: tuple[Any, ...]  # --quick: the smaller members of ``configs``
+    quick_configs: tuple[Any, ...]  # --quick: smaller members of the same family
     tiny_configs: tuple[Any, ...]  # --tiny: the CLI's smoke test, seconds for the whole op
-    gpu_configs: tuple[Any, ...] = ()  # --device cuda
+    gpu_configs: tuple[Any, ...] = ()  # --device cuda, and the pytest suite's CUDA cases
     gpu_quick_configs: tuple[Any, ...] = ()  # --device cuda --quick (and --tiny)
     methods: tuple[str, ...]
     modes: tuple[str, ...] = MODES
     peers: str  # which methods are the peers, for the table's footer
     note: str = ""  # what the figures mean, when not obvious (shown under the table)
+    rounds: int | None = None  # fixed timed rounds (None: as many as fit the time budget)
+    memory_timeout_s: float = 600.0
 
     def configurations(self, device: str, *, quick: bool, tiny: bool) -> tuple[Any, ...]:
         """The configurations a run on ``device`` covers."""
@@ -54,29 +179,75 @@ class Suite:
         """True for the methods fastlocal is compared with."""
         raise NotImplementedError
 
-    def unavailable(self, method: str, config: Any, mode: str) -> str | None:
-        """Why ``method`` cannot run ``config`` in ``mode`` here, or None."""
+    def absent(self, method: str, device: str) -> str | None:
+        """Why ``method`` has nothing to run on any ``device`` configuration here (a backend this torch
+        cannot run, a package not installed), or None. Reported once per op, not per row."""
         return None
+
+    def unavailable(self, method: str, config: Any, mode: str) -> str | None:
+        """Why ``method`` cannot run ``config`` in ``mode`` here (:meth:`absent` included), or None."""
+        return self.absent(method, self.device(config))
 
     def quick_skip(self, method: str, config: Any) -> str | None:
         """Why ``--quick`` leaves ``method`` out at ``config``, or None."""
         return None
 
     def compiles(self, method: str) -> bool:
-        """True when ``method``'s first call compiles (timed from its second call)."""
+        """True when ``method``'s first call compiles (compiling takes longer than a whole --tiny run)."""
         return False
 
+    def skip_reason(self, method: str, config: Any, mode: str, *, quick: bool = False, tiny: bool = False
+                    ) -> str | None:
+        """Why ``method`` does not run ``config`` in ``mode`` in this run (reported with the results), or None."""
+        if tiny and self.compiles(method):
+            return "--tiny leaves out compiled methods (compiling takes longer than the whole tiny run)"
+        return self.unavailable(method, config, mode) or (self.quick_skip(method, config) if quick else None)
+
     def device(self, config: Any) -> str:
-        """``"cpu"`` or ``"cuda"``: where ``config`` runs (CUDA calls are timed with CUDA events)."""
+        """``"cpu"`` or ``"cuda"``: where ``config`` runs."""
         return getattr(config, "device", "cpu")
 
-    def call(self, method: str, config: Any, mode: str) -> Callable[[], tuple[torch.Tensor, ...]]:
-        """Build the inputs and return one call of ``method`` in ``mode``; it returns every tensor produced."""
+    def build(self, method: str, config: Any, mode: str) -> Callable[[], tuple[torch.Tensor, ...]]:
+        """Build the inputs (and what a user builds once per shape); return one call of ``method`` in
+        ``mode``, which returns every tensor it produced. Not warmed up: :meth:`call` users do that."""
         raise NotImplementedError
 
+    def call(self, method: str, config: Any, mode: str) -> Callable[[], tuple[torch.Tensor, ...]]:
+        """:meth:`build`, returning only when the device has finished (CUDA calls synchronise)."""
+        call = self.build(method, config, mode)
+        return _synchronised(call) if self.device(config) == "cuda" else call
+
+    def warm_up(self, call: Callable[[], object]) -> float:
+        """Warm ``call`` up by :func:`warm_up`'s rule; a steady call's seconds."""
+        return warm_up(wall_clock(call))
+
     def peak_memory(self, method: str, config: Any, mode: str) -> PeakMemory:
-        """Peak extra memory of one call (CPU: fresh process; CUDA: ``torch.cuda.max_memory_allocated``)."""
-        raise NotImplementedError
+        """Peak extra memory of one warm call: on the CPU the resident memory of a fresh process
+        (:func:`~fastlocal.bench.memory.peak_memory_mb`), on CUDA ``torch.cuda.max_memory_allocated``
+        above what was allocated before the call (exact, so measured in this process)."""
+        if self.device(config) == "cpu":
+            return peak_memory_mb(self.memory_spec(method, config, mode), timeout=self.memory_timeout_s)
+        try:
+            call = memory_call(self, method, config, mode)
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            call()
+            return PeakMemory((torch.cuda.max_memory_allocated() - before) / 2**20)
+        except Exception as exc:  # reported in the table, like a failed CPU measurement
+            return PeakMemory(None, f"{type(exc).__name__}: {exc}")
+
+    def memory_spec(self, method: str, config: Any, mode: str) -> dict[str, Any]:
+        """The :func:`~fastlocal.bench.memory.peak_memory_mb` spec naming one call of this suite."""
+        cls = type(self)
+        return {"factory": f"{__name__}:memory_factory",
+                "kwargs": {"suite": f"{cls.__module__}:{cls.__qualname__}", "method": method,
+                           "config": config.to_dict(), "mode": mode}}
+
+    def table(self, results: list[Result], gemm: float | None = None, absent: dict[str, str] | None = None) -> str:
+        """:func:`format_table` of this suite's ``results``."""
+        return format_table(results, gemm, op=self.op, is_peer=self.is_peer, peers=self.peers, note=self.note,
+                            absent=absent)
 
     def size(self, config: Any) -> int | None:
         """The sequence length the plots put on their x axis, or None when the suite sweeps no length."""
@@ -85,6 +256,24 @@ class Suite:
     def series(self, config: Any) -> str:
         """What ``config`` fixes besides :meth:`size` (configs of one series are plotted as lines)."""
         return config.name
+
+
+def memory_call(suite: Suite, method: str, config: Any, mode: str) -> Callable[[], object]:
+    """One call of ``suite``'s ``method`` on ``config``, warmed up by one call (compilation, lazy imports,
+    first-call allocations stay out of the peak); raises when the method cannot run."""
+    reason = suite.unavailable(method, config, mode)
+    if reason:
+        raise RuntimeError(f"{method} unavailable: {reason}")
+    call = suite.call(method, config, mode)
+    call()
+    return call
+
+
+def memory_factory(suite: str, method: str, config: dict[str, Any], mode: str) -> Callable[[], object]:
+    """:func:`memory_call` from :meth:`Suite.memory_spec`'s JSON: what the memory process runs."""
+    module, _, name = suite.partition(":")
+    instance: Suite = getattr(importlib.import_module(module), name)()
+    return memory_call(instance, method, instance.config_type.from_dict(config), mode)
 
 
 @dataclass
@@ -215,16 +404,26 @@ def _block(r: Result | None, peers: Peers, gemm: float | None) -> str:
             f" {_num(r.gflops):>8s} {_num(r.percent_of(gemm)):>5s}")
 
 
+def absent_line(absent: dict[str, str]) -> str:
+    """One line naming the methods that had nothing to run, grouped by reason:
+    ``"fastlocal[cuda], fastlocal[triton]: not available (torch 2.13.0+cpu has no CUDA); natten: ..."``."""
+    by_reason: dict[str, list[str]] = {}
+    for method, reason in absent.items():
+        by_reason.setdefault(reason, []).append(method)
+    return "; ".join(f"{', '.join(methods)}: {reason}" for reason, methods in by_reason.items())
+
+
 def format_table(results: list[Result], gemm: float | None = None, *, op: str, is_peer: Callable[[str], bool],
-                 peers: str, note: str = "") -> str:
+                 peers: str, note: str = "", absent: dict[str, str] | None = None) -> str:
     """Side-by-side table of one op: per configuration, one row per method, forward and forward+backward
     next to each other.
 
     Each mode shows the median ms (and its min-max over the rounds when kept), peak MB, the
     speed-up over the fastest peer, the memory ratio to the leanest peer, useful GFLOP/s
     and its share of ``gemm`` GFLOP/s. Methods that were skipped or failed, and peak
-    memory that was not measured, are listed under their row with the reason. ``peers``
-    says which methods ``is_peer`` picks; ``note`` ends the table.
+    memory that was not measured, are listed under their row with the reason; methods with
+    nothing to run here at all (``absent``: method -> reason) take one line. ``peers`` says
+    which methods ``is_peer`` picks; ``note`` ends the table.
     """
     best = best_peers(results, is_peer)
     titles = "".join(f" | {f'--- {MODE_TITLES[mode]} ---':^{len(_BLOCK)}s}" for mode in MODES)
@@ -245,6 +444,8 @@ def format_table(results: list[Result], gemm: float | None = None, *, op: str, i
                 f" | {_block(by_mode.get(mode), best.get((config, mode), Peers(None, None)), gemm)}"
                 for mode in MODES))
             lines += [f"{'':4s}{MODE_TITLES[r.mode]}: {text}" for r in by_mode.values() if (text := _note(r))]
+    if absent:
+        lines += ["-" * len(header), f"not run here: {absent_line(absent)}"]
     lines += ["-" * len(header),
               f"speed-up: fastest peer's median / this median (>1: faster); mem: peak MB / leanest peer's peak MB "
               f"(<1: less); peers: {peers}",
@@ -266,38 +467,3 @@ def _note(r: Result) -> str:
     if r.peak is not None and r.peak.mb is None:
         return f"peak memory not measured: {r.peak.reason.splitlines()[0][:200]}"
     return ""
-
-
-def warm_up(timed_call: Callable[[], float], min_calls: int = 3, max_calls: int = 10,
-            tolerance: float = 1.25) -> float:
-    """Call ``timed_call`` (which returns its own seconds) until it is steady; the last call's seconds.
-
-    The first calls pay for compilation, thread pools and the first touch of fresh memory,
-    which a training loop pays once, not per step. On the 2-core VM, memory the process
-    has not touched for a few seconds comes back slowly (the host reclaims freed pages):
-    the first calls that write a 650 MB RoI map take 5-15x a steady one. So: at least
-    ``min_calls`` calls, then more until the last two are within ``tolerance`` of each
-    other (at most ``max_calls``).
-    """
-    times: list[float] = []
-    while len(times) < max_calls:
-        times.append(timed_call())
-        if len(times) >= min_calls and max(times[-2:]) <= tolerance * min(times[-2:]):
-            break
-    return times[-1]
-
-
-def wall_clock(call: Callable[[], object]) -> Callable[[], float]:
-    """``call`` as a zero-argument callable returning its wall-clock seconds (for :func:`warm_up`)."""
-
-    def timed() -> float:
-        start = time.perf_counter()
-        call()
-        return time.perf_counter() - start
-
-    return timed
-
-
-def rounds_for(seconds_per_call: float, budget_s: float = 2.0, min_rounds: int = 3, max_rounds: int = 100) -> int:
-    """Timed rounds that fit ``budget_s``, at least ``min_rounds`` (slow calls get exactly that)."""
-    return max(min_rounds, min(max_rounds, int(budget_s / max(seconds_per_call, 1e-9))))

@@ -1,49 +1,52 @@
 """VidTr's topK-std pooled temporal attention: benchmark configurations and methods.
 
-One definition shared by ``benchmarks/test_topk_std.py`` and ``python -m fastlocal bench``.
+One definition, :class:`TopkStd`, shared by ``benchmarks/test_topk_std.py`` and ``python -m fastlocal bench``.
 Every method computes :func:`fastlocal.topk_std_attention` for q, k, v ``[B, H, T, D]``
 (B folds clips x spatial patches, T counts the class token) keeping ``keep`` rows plus
 the class row, and in ``forward_backward`` mode also the gradients of q, k and v.
 
 Methods (``fastlocal[<backend>]``): ``fastlocal[reference]`` is the unfused PyTorch path
 (softmax -> std -> sort -> gather -> matmul, the attention matrix written several times);
-``cpu``, ``triton`` and ``cuda`` are the fused kernels.
+``cpu``, ``triton`` and ``cuda`` are the fused kernels. Each configuration names its device:
+``CONFIGS`` run on the CPU (``cpu`` against ``reference``), ``GPU_CONFIGS``, the same layers,
+on CUDA (``cuda`` and ``triton`` against ``reference``).
 """
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 import fastlocal
 from fastlocal._dispatch import triton_interpreted
 
-from . import suite
-from .memory import PeakMemory, peak_memory_mb
-
-OP = "topk_std_attention"
-MODES = ("forward", "forward_backward")
+from .suite import Suite, backend_absent, dtype_name
 
 
 @dataclass(frozen=True)
 class Config:
     """One temporal attention layer: q, k, v ``[B, H, T, D]``, ``keep`` ranked rows kept."""
 
-    name: str
+    label: str
     B: int
     H: int
     T: int
     D: int
     keep: int
     dtype: torch.dtype = torch.float32
+    device: str = "cpu"
+
+    @property
+    def name(self) -> str:
+        return self.label if self.device == "cpu" else f"{self.label}-{self.device}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (dtype by name), the inverse of :meth:`from_dict`."""
-        return {**asdict(self), "dtype": str(self.dtype).removeprefix("torch.")}
+        return {**asdict(self), "dtype": dtype_name(self.dtype)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
@@ -57,31 +60,12 @@ CONFIGS = (
     Config("C-VidTr-S", B=8 * 196, H=12, T=8 + 1, D=64, keep=6),
     Config("C-VidTr-L", B=8 * 196, H=12, T=32 + 1, D=64, keep=16),
 )
+GPU_CONFIGS = tuple(dataclasses.replace(c, device="cuda") for c in CONFIGS)
 BACKENDS = ("cpu", "reference", "triton", "cuda")
 
 
 def method_name(backend: str) -> str:
     return f"fastlocal[{backend}]"
-
-
-def device_for(backend: str) -> torch.device:
-    """CPU for cpu / reference, CUDA for cuda and triton (CPU under TRITON_INTERPRET=1)."""
-    if backend == "cuda" or (backend == "triton" and not triton_interpreted()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def unavailable(backend: str) -> str | None:
-    """Why ``backend`` cannot be benchmarked here, or None."""
-    implemented = importlib.import_module("fastlocal.topk_std").IMPLEMENTED
-    if backend not in implemented:
-        return f"topk_std_attention has no {backend!r} kernel (implemented: {', '.join(implemented)})"
-    status = fastlocal.available_backends()[backend]
-    if status != "available":
-        return f"backend {backend!r}: {status}"
-    if backend == "triton" and triton_interpreted():
-        return "triton runs interpreted here (TRITON_INTERPRET=1): no speed to measure"
-    return None
 
 
 @dataclass
@@ -93,53 +77,56 @@ class Inputs:
     keep: int
 
 
-def make_inputs(config: Config, backend: str, mode: str, seed: int = 0) -> Inputs:
-    """Random inputs on the backend's device; q, k, v require grad only in ``forward_backward``."""
+def make_inputs(config: Config, mode: str, seed: int = 0) -> Inputs:
+    """Random inputs on ``config.device``; q, k, v require grad only in ``forward_backward``."""
     g = torch.Generator().manual_seed(seed)
-    device = device_for(backend)
     shape = (config.B, config.H, config.T, config.D)
 
     def leaf(*size: int) -> torch.Tensor:
-        t = torch.randn(*size, generator=g, dtype=config.dtype).to(device)
+        t = torch.randn(*size, generator=g, dtype=config.dtype).to(config.device)
         return t.requires_grad_(mode == "forward_backward")
 
-    grad = torch.randn(config.B, config.H, config.keep + 1, config.D, generator=g, dtype=config.dtype).to(device)
-    return Inputs(leaf(*shape), leaf(*shape), leaf(*shape), grad, config.keep)
+    grad = torch.randn(config.B, config.H, config.keep + 1, config.D, generator=g, dtype=config.dtype)
+    return Inputs(leaf(*shape), leaf(*shape), leaf(*shape), grad.to(config.device), config.keep)
 
 
 def run(backend: str, x: Inputs, mode: str) -> tuple[torch.Tensor, ...]:
-    """One call: ``(out, index)`` forward, or ``(out, dq, dk, dv)`` for the fixed upstream gradient."""
-    out, index = fastlocal.topk_std_attention(x.q, x.k, x.v, x.keep, backend=backend)
+    """One call: ``(out,)`` forward, or ``(out, dq, dk, dv)`` for the fixed upstream gradient.
+
+    The selected row indices (integers) are not returned: only floating-point outputs are checked.
+    """
+    out, _ = fastlocal.topk_std_attention(x.q, x.k, x.v, x.keep, backend=backend)
     if mode == "forward":
-        return out, index
+        return (out,)
     # autograd.grad instead of .backward(): nothing accumulates in .grad across rounds.
     return (out.detach(), *torch.autograd.grad(out, (x.q, x.k, x.v), x.grad_out))
 
 
-def timed_call(backend: str, x: Inputs, mode: str) -> tuple[torch.Tensor, ...]:
-    """:func:`run`, returning only when the device has finished (what a timer must wrap)."""
-    outputs = run(backend, x, mode)
-    if outputs[0].is_cuda:
-        torch.cuda.synchronize(outputs[0].device)
-    return outputs
+class TopkStd(Suite):
+    """VidTr's fused topK-std attention against the unfused PyTorch path (the reference backend)."""
 
+    op = "topk_std_attention"
+    config_type = Config
+    configs = CONFIGS
+    # C-VidTr-S on one clip's 196 patches instead of a batch of 8 clips.
+    quick_configs = (dataclasses.replace(CONFIGS[0], label=f"{CONFIGS[0].label}-1clip", B=196),)
+    tiny_configs = tuple(dataclasses.replace(c, label=f"{c.label}-tiny", B=2, D=8) for c in CONFIGS)
+    gpu_configs = GPU_CONFIGS
+    gpu_quick_configs = tuple(dataclasses.replace(c, device="cuda") for c in quick_configs)
+    backends: ClassVar[dict[str, str]] = {method_name(b): b for b in BACKENDS}
+    methods = tuple(backends)
+    peers = "fastlocal[reference] (the unfused path: softmax, std, sort, gather, matmul)"
 
-def warm_up(backend: str, x: Inputs, mode: str) -> float:
-    """Warm up (Triton compilation, thread pools, fresh memory: :func:`fastlocal.bench.suite.warm_up`);
-    a steady call's seconds."""
-    return suite.warm_up(suite.wall_clock(lambda: timed_call(backend, x, mode)))
+    def is_peer(self, method: str) -> bool:
+        return self.backends[method] == "reference"
 
+    def absent(self, method: str, device: str) -> str | None:
+        backend = self.backends[method]
+        reason = backend_absent("topk_std", backend, device)
+        if reason is None and backend == "triton" and triton_interpreted():
+            return "runs interpreted here (TRITON_INTERPRET=1): no speed to measure"
+        return reason
 
-def memory_call(backend: str, config: dict[str, Any], mode: str) -> Callable[[], object]:
-    """Factory for :func:`fastlocal.bench.memory.peak_memory_mb`: inputs built, warmed up."""
-    x = make_inputs(Config.from_dict(config), backend, mode)
-    run(backend, x, mode)
-    return lambda: run(backend, x, mode)
-
-
-def peak_memory(backend: str, config: Config, mode: str) -> PeakMemory:
-    """Peak extra resident memory of one call, in a fresh process (CPU backends only)."""
-    if device_for(backend).type != "cpu":
-        return PeakMemory(None, "resident-memory peaks measure CPU memory; use torch.cuda.max_memory_allocated")
-    return peak_memory_mb({"factory": f"{__name__}:memory_call",
-                           "kwargs": {"backend": backend, "config": config.to_dict(), "mode": mode}})
+    def build(self, method: str, config: Config, mode: str) -> Callable[[], tuple[torch.Tensor, ...]]:
+        backend, x = self.backends[method], make_inputs(config, mode)
+        return lambda: run(backend, x, mode)
