@@ -17,16 +17,27 @@ backprop, so both papers back-propagate through a sampled fraction of the clips 
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
+import json
+import math
 import os
-import shutil
+import re
+import struct
 import uuid
 import warnings
 import weakref
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote
+from typing import NamedTuple
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: directory memories are refused
+    fcntl = None
 
 import numpy as np
 import torch
@@ -38,8 +49,19 @@ from . import _validate as check
 STRATEGIES = ("random", "grid", "block")
 MEMORY_DTYPES = (torch.float32, torch.float16)
 _NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float16: np.dtype(np.float16)}
+MAX_CLIPS = 2**53  # sample_indices: largest n (grid positions are exact in float64)
+MAX_SAMPLED = 2**31  # sample_indices: largest number of indices drawn
+_DENSE_SAMPLING = 2**16  # "random" below this n (or n <= 4 k): the first k of randperm(n)
 
-__all__ = ["STRATEGIES", "LongMemory", "SelectiveEncoder", "sample_indices", "selective_encode"]
+__all__ = [
+    "MAX_CLIPS",
+    "MAX_SAMPLED",
+    "STRATEGIES",
+    "LongMemory",
+    "SelectiveEncoder",
+    "sample_indices",
+    "selective_encode",
+]
 
 
 # ----------------------------------------------------------------------------------------
@@ -52,9 +74,14 @@ def sample_indices(
 ) -> torch.Tensor:
     """Draw ``k = max(1, round(n * ratio))`` distinct clip indices out of ``n`` (k = 0 when n = 0).
 
+    Work and memory are ``O(k)`` (plus ``O(n)`` while ``n <= max(4 k, 2**16)``, where
+    ``"random"`` takes the first k of a permutation of n): a huge ``n`` with a tiny ``ratio``
+    draws its few indices without building anything of size n.
+
     Args:
-        n: number of clips (>= 0).
-        ratio: sampled fraction in ``(0, 1]``; ``n * ratio`` is rounded half up.
+        n: number of clips, ``0 <= n <= MAX_CLIPS`` (``2**53``: positions are exact in float64).
+        ratio: sampled fraction in ``(0, 1]``; ``n * ratio`` is rounded half up, and the count
+            k must be at most ``MAX_SAMPLED`` (``2**31``).
         strategy: ``"random"`` uniform without replacement; ``"grid"`` a fixed stride
             ``n / k`` (~ ``1 / ratio``) from a random phase in ``[0, n / k)``, each position
             rounded down; ``"block"`` one contiguous run of k clips at a random offset.
@@ -64,24 +91,46 @@ def sample_indices(
         ``arange(n)`` for every strategy.
     """
     check.integer("n", n, minimum=0)
+    if n > MAX_CLIPS:
+        raise ValueError(f"n must be <= 2**53 (MAX_CLIPS, clip positions exact in float64), got {n}")
     ratio = check.real("ratio", ratio, low=0.0, high=1.0, low_open=True)
     check.choice("strategy", strategy, STRATEGIES)
     _check_generator(generator)
     k = _sample_count(n, ratio)
+    if k > MAX_SAMPLED:
+        raise ValueError(
+            f"n * ratio must give at most 2**31 (MAX_SAMPLED) sampled clips, got n={n}, ratio={ratio}: k={k}"
+        )
     if k == 0:
         return torch.empty(0, dtype=torch.long)
     if strategy == "random":
-        return torch.randperm(n, generator=generator)[:k].sort().values
+        if n <= max(4 * k, _DENSE_SAMPLING):
+            return torch.randperm(n, generator=generator)[:k].sort().values
+        return _sparse_sample(n, k, generator)
     if strategy == "grid":
         stride = n / k
         phase = torch.rand((), generator=generator, dtype=torch.float64).item() * stride
-        return torch.floor(phase + stride * torch.arange(k, dtype=torch.float64)).long()
+        return torch.floor(phase + stride * torch.arange(k, dtype=torch.float64)).long().clamp_(max=n - 1)
     start = int(torch.randint(n - k + 1, (), generator=generator))
     return torch.arange(start, start + k)
 
 
 def _sample_count(n: int, ratio: float) -> int:
     return 0 if n == 0 else max(1, int(n * ratio + 0.5))
+
+
+def _sparse_sample(n: int, k: int, generator: torch.Generator | None) -> torch.Tensor:
+    """k distinct uniform indices in ``[0, n)`` for ``k <= n / 4``, in ``O(k)``: draw with
+    replacement and keep the first k distinct values in draw order (a uniform k-subset)."""
+    drawn = np.empty(0, np.int64)
+    distinct = 0
+    while distinct < k:
+        missing = k - distinct
+        more = torch.randint(n, (missing + missing // 4 + 16,), generator=generator, dtype=torch.long).numpy()
+        drawn = np.concatenate([drawn, more])
+        _, first = np.unique(drawn, return_index=True)
+        distinct = first.size
+    return torch.from_numpy(np.sort(drawn[np.sort(first)[:k]]))
 
 
 def _complement(n: int, index: torch.Tensor) -> torch.Tensor:
@@ -393,6 +442,9 @@ class _TensorStore:
     def keys(self) -> list[str]:
         return sorted(self.arrays)
 
+    def contains(self, key: str) -> bool:
+        return key in self.arrays
+
     def shape(self, key: str) -> tuple[int, ...] | None:
         array = self.arrays.get(key)
         return None if array is None else tuple(array.shape)
@@ -400,10 +452,10 @@ class _TensorStore:
     def init(self, key: str, features: torch.Tensor) -> None:
         self.arrays[key] = features.detach().to(self.device, self.dtype, copy=True).contiguous()
 
-    def read(self, key: str, index: torch.Tensor) -> torch.Tensor:
+    def read(self, key: str, index: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         return self.arrays[key][index.to(self.device)]
 
-    def write(self, key: str, index: torch.Tensor, features: torch.Tensor) -> None:
+    def write(self, key: str, index: torch.Tensor, features: torch.Tensor, shape: tuple[int, ...]) -> None:
         self.arrays[key][index.to(self.device)] = features.detach().to(self.device, self.dtype)
 
     def flush(self) -> None:
@@ -411,84 +463,368 @@ class _TensorStore:
             torch.cuda.synchronize(self.device)
 
 
-class _FileStore:
-    """One ``.npy`` file per video in a directory, read through ``numpy`` memory maps.
+# Key <-> file name of a directory memory: the key with "%", "/" and the ASCII control
+# characters written as "%XX" (two uppercase hex digits), then ".npy". A file belongs to
+# the memory only when its name is exactly that encoding of its decoded key.
+_ESCAPED = frozenset("%/\x7f") | frozenset(map(chr, range(0x20)))
+_ESCAPE_CODE = re.compile("%([0-9A-F]{2})")
+_NPY = ".npy"
+# Bytes of a file name kept for ".npy" and the longest helper suffix (".<pid>.<12 hex>.tmp").
+_RESERVED_NAME_BYTES = 40
 
-    Every change is written to a temporary file in the same directory, fsynced and renamed
-    over the old file (``os.replace`` is atomic): after a crash each file holds either the
-    old or the new array, never a mix, and a reader (another process) that opened the old
-    file keeps a consistent snapshot. A write therefore rewrites the whole file of its video
-    (one video's features, a few MB). Leftover ``*.tmp`` files of a crashed writer are ignored.
+
+def _key_to_name(key: str) -> str:
+    return "".join(f"%{ord(c):02X}" if c in _ESCAPED else c for c in key)
+
+
+def _name_to_key(stem: str) -> str | None:
+    """The key stored under file name ``stem + ".npy"``, or None when the name is not a key's encoding."""
+    key = _ESCAPE_CODE.sub(lambda m: chr(int(m.group(1), 16)), stem)
+    return key if key and _key_to_name(key) == stem else None
+
+
+class _Layout(NamedTuple):
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    fortran: bool
+    offset: int  # bytes before the data
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_npy_header(prefix: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran order, dtype)`` from a ``.npy`` file's magic and header bytes (cached:
+    every read and write parses the header of its file)."""
+    f = io.BytesIO(prefix)
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(f)
+    return tuple(shape), bool(fortran), dtype
+
+
+def _npy_layout(path: Path) -> _Layout:
+    """The layout of the ``.npy`` file at ``path``, checked against the file's size.
+
+    Raises ``FileNotFoundError`` when there is no file, ``ValueError`` naming the file when
+    it is a directory, empty, not an ``.npy`` array of numbers, or shorter than its header says.
+    """
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                raise ValueError(f"{path} is an empty file (0 bytes), not a .npy array")
+            start = f.read(12)  # magic (6), version (2), header length (2 in format 1.0, else 4)
+            if len(start) < 10 or not start.startswith(b"\x93NUMPY") or start[6] not in (1, 2, 3):
+                raise ValueError(f"{path} is not a .npy array file (its first bytes are {start[:8]!r})")
+            (header,) = struct.unpack("<H", start[8:10]) if start[6] == 1 else struct.unpack("<I", start[8:12] or b"")
+            offset = (10 if start[6] == 1 else 12) + header
+            if offset > min(size, 1 << 20):
+                raise ValueError(f"{path} is truncated or not a .npy file: its header claims {header} bytes")
+            try:
+                shape, fortran, dtype = _parse_npy_header(start + f.read(offset - len(start)))
+            except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+                raise ValueError(f"{path} is not a readable .npy array file ({exc})") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a directory, not a .npy array file") from None
+    except struct.error:
+        raise ValueError(f"{path} is truncated inside its .npy header") from None
+    if dtype.hasobject:
+        raise ValueError(f"{path} holds Python objects (a pickled array), not numbers")
+    if not shape:
+        raise ValueError(f"{path} holds a 0-d array (a scalar); a memory array must be [N, *F]")
+    data = math.prod(shape) * dtype.itemsize
+    if size - offset < data:
+        raise ValueError(
+            f"{path} is truncated: its header says shape {shape} {dtype} ({data} bytes of data), "
+            f"but the file holds {size - offset} bytes after the header"
+        )
+    return _Layout(shape, dtype, fortran, offset)
+
+
+# Undo journal of an in-place write: magic, u64 length of a JSON header (shape, dtype str,
+# row count k), the k row indices (int64 LE), the k old rows, CRC32 of all that. An empty
+# journal file means no write in progress.
+_JOURNAL_MAGIC = b"FLJOURN1"
+
+
+def _journal_bytes(shape: tuple[int, ...], dtype: np.dtype, index: np.ndarray, old: np.ndarray) -> bytes:
+    meta = json.dumps({"shape": list(shape), "dtype": dtype.str, "rows": int(index.size)}).encode()
+    body = b"".join([_JOURNAL_MAGIC, struct.pack("<Q", len(meta)), meta, index.astype("<i8").tobytes(), old.tobytes()])
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def _parse_journal(data: bytes) -> tuple[tuple[int, ...], np.dtype, np.ndarray, np.ndarray] | None:
+    """``(shape, dtype, index, old rows)`` of a complete journal, or None for a torn one."""
+    head = len(_JOURNAL_MAGIC) + 8
+    if len(data) < head + 4 or not data.startswith(_JOURNAL_MAGIC):
+        return None
+    if struct.unpack("<I", data[-4:])[0] != zlib.crc32(data[:-4]):
+        return None
+    (meta_size,) = struct.unpack("<Q", data[len(_JOURNAL_MAGIC) : head])
+    meta = json.loads(data[head : head + meta_size])
+    shape, dtype, rows = tuple(meta["shape"]), np.dtype(meta["dtype"]), meta["rows"]
+    start = head + meta_size
+    index = np.frombuffer(data, "<i8", rows, start).astype(np.int64)
+    old = np.frombuffer(data, dtype, rows * math.prod(shape[1:]), start + 8 * rows)
+    return shape, dtype, index, old.reshape(rows, *shape[1:])
+
+
+def _store_rows(array: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
+    """``array[index] = values`` (a function of its own, so tests can crash a writer in it)."""
+    array[index] = values
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _FileStore:
+    """One ``.npy`` file per video in a directory, read and written through ``numpy`` memory maps.
+
+    Files: ``<name>.npy`` (the array), ``<name>.npy.lock`` (taken with ``fcntl.flock``,
+    shared by readers, exclusive by writers) and ``<name>.npy.journal`` (the undo journal of
+    the write in progress, empty otherwise); see :class:`LongMemory` for the name scheme
+    and what a crash leaves.
+
+    :meth:`init` writes the whole array to a temporary file, fsyncs it and renames it over
+    the old one. :meth:`write` overwrites the rows in place, under the key's exclusive lock:
+    it first saves the rows' old values to the journal, then writes the rows, then empties
+    the journal. Whoever next takes the lock of a key whose journal is complete (a writer
+    died between the two steps) writes the old rows back first, so every write is all or
+    nothing; a torn journal means the rows were not touched yet and is discarded.
     """
 
-    SUFFIX = ".npy"
-
-    def __init__(self, root: Path, dtype: torch.dtype) -> None:
-        self.root, self.dtype = root, dtype
+    def __init__(self, root: Path, dtype: torch.dtype, durable: bool) -> None:
+        if fcntl is None:
+            raise ValueError("storage: a directory memory needs fcntl.flock (POSIX systems); use storage='ram'")
+        if root.exists() and not root.is_dir():
+            raise ValueError(f"storage must be a directory, but {root} is a file")
         root.mkdir(parents=True, exist_ok=True)
+        self.root, self.dtype, self.durable = root, dtype, durable
+        self._written: set[str] = set()  # keys this process wrote since the last flush
+        try:
+            name_max = os.pathconf(root, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            name_max = 255
+        self.max_key_bytes = name_max - _RESERVED_NAME_BYTES
+        foreign = [n for n in self._npy_names() if self._key_of(n) is None]
+        if foreign:
+            warnings.warn(
+                f"LongMemory({str(root)!r}): {len(foreign)} .npy file(s) are not keys of this memory and are "
+                f"ignored, e.g. {sorted(foreign)[0]!r} (a key's file name is the key with '%', '/' and control "
+                f"characters written as %XX, then '.npy', at most {self.max_key_bytes} bytes before '.npy')",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    # ---- names ---------------------------------------------------------------------------
+    def _npy_names(self) -> list[str]:
+        with os.scandir(self.root) as entries:
+            return [e.name for e in entries if e.name.endswith(_NPY)]
+
+    def _key_of(self, name: str) -> str | None:
+        stem = name[: -len(_NPY)]
+        if len(os.fsencode(stem)) > self.max_key_bytes:
+            return None
+        return _name_to_key(stem)
 
     def path(self, key: str) -> Path:
-        return self.root / (quote(key, safe="") + self.SUFFIX)
+        """``<root>/<encoded key>.npy``; ValueError for a key that cannot be a file name here."""
+        name = _key_to_name(key)
+        try:
+            size = len(os.fsencode(name))
+        except UnicodeEncodeError:
+            raise ValueError(f"key {key!r} cannot be a file name (it holds a lone surrogate)") from None
+        if size > self.max_key_bytes:
+            raise ValueError(
+                f"key is too long for a directory memory: {size} bytes as a file name, at most "
+                f"{self.max_key_bytes} here (the file system's name limit minus {_RESERVED_NAME_BYTES}); "
+                f"got key {key[:40]!r}... of {len(key)} characters. Use shorter keys (e.g. a hash of the video id)"
+            )
+        return self.root / (name + _NPY)
 
     def keys(self) -> list[str]:
-        return sorted(unquote(p.name[: -len(self.SUFFIX)]) for p in self.root.iterdir() if p.name.endswith(self.SUFFIX))
+        return sorted(key for key in map(self._key_of, self._npy_names()) if key is not None)
 
-    def _open(self, path: Path, mode: str = "r") -> np.memmap:
-        array = np.load(path, mmap_mode=mode)
-        if array.dtype != _NUMPY_DTYPES[self.dtype]:
-            raise ValueError(f"{path} holds {array.dtype} features but this memory has dtype {self.dtype}")
-        return array
+    def contains(self, key: str) -> bool:
+        try:
+            return os.path.lexists(self.path(key))
+        except ValueError:
+            return False
+
+    # ---- reading the files ---------------------------------------------------------------
+    def _layout(self, path: Path) -> _Layout:
+        layout = _npy_layout(path)
+        if layout.dtype != _NUMPY_DTYPES[self.dtype]:
+            raise ValueError(f"{path} holds {layout.dtype} features but this memory has dtype {self.dtype}")
+        return layout
+
+    def _open(self, path: Path, mode: str, expected: tuple[int, ...] | None = None) -> np.memmap:
+        layout = self._layout(path)
+        if expected is not None and layout.shape != expected:
+            raise ValueError(f"{path} changed shape from {expected} to {layout.shape} (another process called init)")
+        return np.memmap(path, layout.dtype, mode, layout.offset, layout.shape, "F" if layout.fortran else "C")
 
     def shape(self, key: str) -> tuple[int, ...] | None:
         try:
-            return tuple(self._open(self.path(key)).shape)
+            return self._layout(self.path(key)).shape
         except FileNotFoundError:
             return None
 
-    def _replace(self, key: str, fill: Callable[[Path], None]) -> None:
-        """Build the new file under a temporary name with ``fill(tmp_path)``, fsync it, rename it."""
-        final = self.path(key)
-        tmp = final.with_name(f"{final.name}.{os.getpid()}-{uuid.uuid4().hex}.tmp")
+    # ---- locking and the journal ---------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self, path: Path, exclusive: bool) -> Iterator[None]:
+        """Hold ``path``'s lock (shared or exclusive), after rolling back a crashed writer's rows."""
+        fd = self._lock_file(path, exclusive)
         try:
-            fill(tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            if self._journal_pending(path):
+                if fd is None:
+                    raise ValueError(f"{path} has the journal of an interrupted write, but no lock file to "
+                                     "roll it back (a read-only directory?)")
+                if not exclusive:
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # converts; not atomic, so look again
+                if self._journal_pending(path):
+                    self._roll_back(path)
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)  # releases the lock
 
+    def _lock_file(self, path: Path, exclusive: bool) -> int | None:
+        lock = path.with_name(path.name + ".lock")
+        try:
+            return os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError:
+            if exclusive:
+                raise
+        try:  # a read-only directory: lock an existing lock file, or nobody writes here
+            return os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    def _journal(path: Path) -> Path:
+        return path.with_name(path.name + ".journal")
+
+    def _journal_pending(self, path: Path) -> bool:
+        try:
+            return self._journal(path).stat().st_size > 0
+        except FileNotFoundError:
+            return False
+
+    def _roll_back(self, path: Path) -> None:
+        """Write back the old rows saved by a writer that died mid-write, then empty the journal."""
+        journal = self._journal(path)
+        entry = _parse_journal(journal.read_bytes())
+        if entry is not None:  # complete: the rows may be partly written
+            shape, dtype, index, old = entry
+            try:
+                array = self._open(path, "r+")
+            except (FileNotFoundError, ValueError) as exc:  # removed or replaced by hand: nothing to restore
+                warnings.warn(f"{journal}: the array of the interrupted write cannot be rolled back ({exc}); "
+                              "discarding the journal", UserWarning, stacklevel=2)
+            else:
+                if tuple(array.shape) == shape and array.dtype == dtype:
+                    array[index] = old
+                    array.flush()
+                else:
+                    warnings.warn(f"{journal} is for an array of shape {shape} {dtype}, but {path} holds "
+                                  f"{tuple(array.shape)} {array.dtype}: not rolled back", UserWarning, stacklevel=2)
+                del array
+        with open(journal, "r+b") as f:  # a torn journal: its write never touched the array
+            f.truncate(0)
+            if self.durable:
+                os.fsync(f.fileno())
+
+    def _begin(self, path: Path, array: np.ndarray, index: np.ndarray, old: np.ndarray) -> int:
+        """Save the rows' old values to the journal; return its open file descriptor."""
+        journal = self._journal(path)
+        created = not journal.exists()
+        fd = os.open(journal, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            _write_all(fd, _journal_bytes(tuple(array.shape), array.dtype, index, old))
+            if self.durable:
+                os.fsync(fd)
+                if created:
+                    self._sync_directory()
+        except BaseException:
+            os.ftruncate(fd, 0)
+            os.close(fd)
+            raise
+        return fd
+
+    # ---- operations ------------------------------------------------------------------------
     def init(self, key: str, features: torch.Tensor) -> None:
         array = features.detach().to("cpu", self.dtype).contiguous().numpy()
+        final = self.path(key)
+        with self._locked(final, exclusive=True):
+            if final.is_dir():
+                raise ValueError(f"{final} is a directory, not a .npy array file")
+            tmp = final.with_name(f"{final.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+            try:
+                with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to the name
+                    np.save(f, array)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, final)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        self._written.add(key)
 
-        def fill(tmp: Path) -> None:
-            with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to the name
-                np.save(f, array)
+    def read(self, key: str, index: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        path = self.path(key)
+        with self._locked(path, exclusive=False):
+            array = self._open(path, "r", shape)
+            return torch.from_numpy(np.ascontiguousarray(array[index.numpy()]))
 
-        self._replace(key, fill)
-
-    def read(self, key: str, index: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(self._open(self.path(key))[index.numpy()]))
-
-    def write(self, key: str, index: torch.Tensor, features: torch.Tensor) -> None:
+    def write(self, key: str, index: torch.Tensor, features: torch.Tensor, shape: tuple[int, ...]) -> None:
         values = features.detach().to("cpu", self.dtype).contiguous().numpy()
+        rows = index.numpy()
+        path = self.path(key)
+        with self._locked(path, exclusive=True):
+            array = self._open(path, "r+", shape)
+            fd = self._begin(path, array, rows, np.ascontiguousarray(array[rows]))
+            try:
+                try:
+                    _store_rows(array, rows, values)
+                    if self.durable:
+                        array.flush()
+                except BaseException:
+                    del array
+                    self._roll_back(path)
+                    raise
+                os.ftruncate(fd, 0)
+            finally:
+                os.close(fd)
+        self._written.add(key)
 
-        def fill(tmp: Path) -> None:
-            shutil.copyfile(self.path(key), tmp)
-            array = self._open(tmp, "r+")
-            array[index.numpy()] = values
-            array.flush()
-            del array
-
-        self._replace(key, fill)
-
-    def flush(self) -> None:
-        """fsync the directory, so that the renames of earlier writes survive a power loss."""
+    def _sync_directory(self) -> None:
         fd = os.open(self.root, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def flush(self) -> None:
+        """fsync the arrays and journals this process wrote since the last flush, and the directory."""
+        for key in sorted(self._written):
+            path = self.path(key)
+            with self._locked(path, exclusive=True):
+                for name in (path, self._journal(path)):
+                    try:
+                        fd = os.open(name, os.O_RDONLY)
+                    except FileNotFoundError:
+                        continue
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+        self._written.clear()
+        self._sync_directory()
 
 
 class LongMemory:
@@ -496,16 +832,43 @@ class LongMemory:
 
     Storage:
         ``"ram"``: CPU tensors in this process. ``"cuda"`` / ``"cuda:<i>"``: tensors on
-        that GPU. Any other ``str`` or a path: a directory of memory-mapped ``.npy`` files,
-        one per video (``<quoted key>.npy``), created if missing and reopened as is, for
-        datasets whose features do not fit in RAM. Files are replaced atomically on every
-        change (see below), so a directory memory is safe to reopen after a crash.
+        that GPU. Any other non-empty ``str`` or a path: a directory of memory-mapped
+        ``.npy`` files, one per video, created if missing and reopened as is, for datasets
+        whose features do not fit in RAM (``"."`` for the current directory; ``""`` is refused).
+
+    Directory layout:
+        Key ``k`` is stored in ``<k with "%", "/" and ASCII control characters written as
+        %XX>.npy`` (uppercase hex): ``"video/1"`` -> ``video%2F1.npy``, ``"A B"`` ->
+        ``A B.npy``, ``"50%"`` -> ``50%25.npy``. A ``.npy`` file whose name is not exactly
+        that encoding of a key (``50%.npy``, ``A%20B.npy``) is not a key: :meth:`keys` and
+        ``in`` leave it out, and opening the memory warns about it. Keys are at most the file
+        system's name limit minus 40 bytes once encoded (215 bytes with the usual 255); a
+        longer key is refused (ValueError naming the key). Beside each array lie
+        ``<name>.npy.lock`` and, once written, ``<name>.npy.journal`` (empty between writes).
+        A ``.npy`` file that is empty, a directory, a 0-d array, pickled objects, or shorter
+        than its header says raises ValueError naming the file when read.
 
     Processes:
-        A directory memory is shared through the file system: ``DataLoader`` workers (and
-        other ranks) read what the last completed write left, never a half-written file.
-        A RAM memory travels to ``DataLoader`` workers with the dataset and shows them what
-        was written before they started; a CUDA memory is read in the main process only.
+        A directory memory is shared through the file system by ``DataLoader`` workers and
+        ranks. Writes of one key are serialised by an exclusive ``fcntl.flock`` on its lock
+        file and write their rows in place; reads hold the shared lock, so a read sees whole
+        writes only, and concurrent writers of distinct (or the same) rows lose nothing.
+        The file system must support ``flock`` across processes (local disks do; check
+        network file systems). A RAM memory travels to ``DataLoader`` workers with the
+        dataset and shows them what was written before they started; a CUDA memory is read
+        in the main process only.
+
+    Crashes:
+        :meth:`write` saves the old values of its rows to the journal before overwriting
+        them; the next access to the key after a writer died mid-write puts them back. So a
+        process killed at any point (SIGKILL, out of memory) leaves every array whole, at
+        its full size, holding each write entirely or not at all. :meth:`init` writes a
+        temporary file and renames it over the array: a killed init leaves the old array
+        (or no key) and a ``*.tmp`` file, which is ignored. After a power loss or OS crash,
+        arrays and their headers are still whole (init fsyncs before its rename), but rows
+        written since this process's last :meth:`flush` may hold old values, or, with
+        ``durable=False``, a mix of old and new ones; with ``durable=True`` every write is
+        all or nothing across power loss too, at two fsyncs per write.
 
     Distributed:
         Under ``torch.distributed`` (or with ``rank`` / ``world_size`` given) a directory
@@ -519,6 +882,7 @@ class LongMemory:
         dtype: storage dtype, ``torch.float32`` or ``torch.float16``; :meth:`read` returns it.
         rank, world_size: this process's rank and the number of ranks (both or neither;
             default: from ``torch.distributed`` when initialised, else 0 and 1).
+        durable: directory storage only: fsync the journal and the rows on every write.
     """
 
     def __init__(
@@ -528,6 +892,7 @@ class LongMemory:
         *,
         rank: int | None = None,
         world_size: int | None = None,
+        durable: bool = False,
     ) -> None:
         if not isinstance(dtype, torch.dtype) or dtype not in MEMORY_DTYPES:
             raise TypeError(f"dtype must be torch.float32 or torch.float16, got {dtype}")
@@ -538,8 +903,13 @@ class LongMemory:
             check.integer("rank", rank, minimum=0)
             if rank >= world_size:
                 raise ValueError(f"rank must be < world_size = {world_size}, got {rank}")
+        if not isinstance(durable, bool):
+            raise TypeError(f"durable must be a bool, got {type(durable).__name__}")
         self.dtype, self._rank, self._world_size = dtype, rank, world_size
         self._store: _TensorStore | _FileStore
+        if isinstance(storage, (str, os.PathLike)) and not os.fspath(storage):
+            raise ValueError("storage must be 'ram', 'cuda', 'cuda:<i>' or a directory path, got an empty path "
+                             "(use '.' for the current directory)")
         if isinstance(storage, str) and storage == "ram":
             self._store = _TensorStore(torch.device("cpu"), dtype)
         elif isinstance(storage, str) and (storage == "cuda" or storage.startswith("cuda:")):
@@ -547,11 +917,13 @@ class LongMemory:
                 raise ValueError(f"storage={storage!r} needs a CUDA device, but torch.cuda.is_available() is False")
             self._store = _TensorStore(torch.device(storage), dtype)
         elif isinstance(storage, (str, os.PathLike)):
-            self._store = _FileStore(Path(storage), dtype)
+            self._store = _FileStore(Path(storage), dtype, durable)
         else:
             raise TypeError(
                 f"storage must be 'ram', 'cuda', 'cuda:<i>' or a directory path, got {type(storage).__name__}"
             )
+        if durable and not isinstance(self._store, _FileStore):
+            raise ValueError(f"durable=True applies to directory storage only, got storage={self.storage!r}")
 
     @property
     def storage(self) -> str:
@@ -564,11 +936,12 @@ class LongMemory:
         return f"LongMemory(storage={self.storage!r}, dtype={self.dtype})"
 
     def keys(self) -> list[str]:
-        """Keys of the stored videos, sorted."""
+        """Keys of the stored videos, sorted (a directory's: the files named as a key's encoding)."""
         return self._store.keys()
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and bool(key) and self._store.shape(key) is not None
+        """Whether ``key`` is stored: ``key in memory`` exactly when ``key in memory.keys()``."""
+        return isinstance(key, str) and bool(key) and self._store.contains(key)
 
     def shape(self, key: str) -> tuple[int, ...]:
         """``(N, *F)`` of the array stored for ``key``; ``KeyError`` when there is none."""
@@ -587,7 +960,7 @@ class LongMemory:
             dist = torch.distributed
             distributed = dist.is_available() and dist.is_initialized()
             rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-        return zlib.crc32(key.encode()) % world_size == rank
+        return zlib.crc32(key.encode("utf-8", "surrogatepass")) % world_size == rank
 
     def init(self, key: str, features: torch.Tensor) -> bool:
         """Store ``features`` ``[N, *F]`` (copied, detached) as the whole array of ``key``.
@@ -607,25 +980,27 @@ class LongMemory:
         dtype, on the storage device (CPU for RAM and directories). A copy: later writes do not
         change it."""
         shape = self.shape(key)
-        return self._store.read(key, _check_index(index, shape[0], unique=False))
+        return self._store.read(key, _check_index(index, shape[0], unique=False), shape)
 
     def write(self, key: str, index: torch.Tensor | Sequence[int] | None, features: torch.Tensor) -> bool:
         """Overwrite rows ``index`` (distinct; None = all) of ``key``'s array with ``features`` ``[len(index), *F]``
         (detached, converted to the storage dtype). Returns False (and writes nothing) when
-        another rank owns ``key``."""
+        another rank owns ``key``. A directory memory writes the rows in place under the key's
+        file lock, all or nothing (see the class docstring)."""
         shape = self.shape(key)
         index = _check_index(index, shape[0], unique=True)
         _check_features(features, (index.numel(), *shape[1:]), f"{index.numel()} rows of key {key!r}")
         if not self.owns(key):
             return False
-        self._store.write(key, index, features)
+        self._store.write(key, index, features, shape)
         return True
 
     def flush(self) -> None:
-        """Make completed writes durable: fsync a directory (its renames), synchronise a GPU.
+        """Make this process's completed writes durable: fsync a directory memory's arrays written
+        since the last flush, their journals and the directory; synchronise a GPU.
 
-        Every :meth:`write` of a directory memory is already complete and atomic when it
-        returns; ``flush`` adds durability across a power loss.
+        Every :meth:`write` is complete, visible to other processes and safe from the writer
+        being killed when it returns; ``flush`` adds durability across a power loss.
         """
         self._store.flush()
 

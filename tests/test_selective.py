@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import signal
+import time
 import warnings
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 import fastlocal
+from fastlocal import selective
 from fastlocal.selective import STRATEGIES, LongMemory, SelectiveEncoder, sample_indices, selective_encode
 
 N, CLIP, FEAT = 10, (2, 3, 4), 5
@@ -108,6 +111,30 @@ def test_sample_reproducible(strategy: str) -> None:
     b = sample_indices(50, 0.2, strategy)  # the global RNG
     torch.manual_seed(3)
     assert torch.equal(b, sample_indices(50, 0.2, strategy))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_sample_huge_n_is_cheap(strategy: str) -> None:
+    """n = 10**13 clips with a tiny ratio: a few indices, without anything of size n (80 TB before)."""
+    start = time.perf_counter()
+    for ratio, k in [(1e-13, 1), (1e-12, 10), (1e-8, 100_000)]:
+        index = sample_indices(10**13, ratio, strategy, seeded(0))
+        assert index.shape == (k,) and (index.diff() > 0).all() and index.min() >= 0 and index.max() < 10**13
+    assert time.perf_counter() - start < 5
+    assert sample_indices(2**53, 2.0**-50, strategy, seeded(1)).shape == (8,)  # the largest n
+
+
+def test_sample_random_sparse_draws_are_uniform_and_reproducible() -> None:
+    """Above 2**16 clips, "random" draws k << n indices without a permutation of n."""
+    n, k = 2**20, 8
+    first = sample_indices(n, k / n, "random", seeded(5))
+    assert torch.equal(first, sample_indices(n, k / n, "random", seeded(5)))
+    draws = torch.cat([sample_indices(n, k / n, "random", seeded(s)) for s in range(2000)])
+    assert all((d.diff() > 0).all() for d in draws.view(-1, k))
+    counts = torch.bincount(draws // (n // 16), minlength=16).float()  # 1000 expected per 16th of the range
+    assert counts.min() > 850 and counts.max() < 1150, counts
+    # Dense and sparse regimes meet: k = n / 4 still comes from a permutation; above, sparse draws.
+    assert sample_indices(400_000, 0.2, "random", seeded(0)).unique().numel() == 80_000
 
 
 # ----------------------------------------------------------------------------------------
@@ -313,31 +340,275 @@ def test_directory_memory_reopens_with_its_files(dtype: torch.dtype, tmp_path: P
         LongMemory(tmp_path, torch.float16 if dtype == torch.float32 else torch.float32).read("a")
 
 
-def _crash_during(operation: str, root: str) -> None:
-    """Child process: die (no cleanup) at the fsync just before the atomic rename."""
-    os.fsync = lambda fd: os._exit(17)
+def _crash_in_write(stage: str, root: str) -> None:
+    """Child process: die (no cleanup, lock released by the kernel) in the middle of one write or init."""
+    if stage == "rows":  # half of the rows written in place, then killed
+
+        def half_then_die(array: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
+            half = index.size // 2
+            array[index[:half]] = values[:half]
+            array[index[half]][: array.shape[1] // 2] = values[half][: array.shape[1] // 2]  # and half a row
+            os._exit(17)
+
+        selective._store_rows = half_then_die
+    elif stage == "journal":  # killed while saving the old rows: a torn journal
+
+        def half_then_die(fd: int, data: bytes) -> None:
+            os.write(fd, data[: len(data) // 2])
+            os._exit(17)
+
+        selective._write_all = half_then_die
+    else:  # init: killed at the fsync before the rename
+        os.fsync = lambda fd: os._exit(17)
     memory = LongMemory(root)
-    if operation == "write":
-        memory.write("a", [0, 2], torch.full((2, 4), 9.0))
-    else:
+    if stage == "init":
         memory.init("b", torch.full((3, 4), 9.0))
+    else:
+        memory.write("a", [0, 2, 5], torch.full((3, 4), 9.0))
 
 
-@pytest.mark.parametrize("operation", ["write", "init"])
-def test_directory_memory_after_crash_mid_write(operation: str, tmp_path: Path) -> None:
-    old = torch.arange(12.0).reshape(3, 4)
+@pytest.mark.parametrize("stage", ["rows", "journal", "init"])
+def test_directory_memory_after_crash_mid_write(stage: str, tmp_path: Path) -> None:
+    old = torch.arange(24.0).reshape(6, 4)
     LongMemory(tmp_path).init("a", old)
-    child = multiprocessing.get_context("fork").Process(target=_crash_during, args=(operation, str(tmp_path)))
+    child = multiprocessing.get_context("fork").Process(target=_crash_in_write, args=(stage, str(tmp_path)))
     child.start()
     child.join(30)
     assert child.exitcode == 17
-    assert any(p.suffix == ".tmp" for p in tmp_path.iterdir())  # the crashed writer's half-done file
+    if stage == "init":
+        assert any(p.suffix == ".tmp" for p in tmp_path.iterdir())  # the crashed init's half-done file
+    else:
+        assert (tmp_path / "a.npy.journal").stat().st_size > 0  # the crashed write's journal
+    if stage == "rows":
+        on_disk = np.load(tmp_path / "a.npy")  # half written: row 0, and half of row 2
+        assert (on_disk[0] == 9).all() and (on_disk[2, :2] == 9).all() and (on_disk[2, 2:] != 9).all()
 
     memory = LongMemory(tmp_path)
     assert memory.keys() == ["a"]  # a crashed init leaves no key, the leftover temp file is not a key
-    torch.testing.assert_close(memory.read("a"), old, rtol=0, atol=0)  # the old array, whole
+    assert memory.shape("a") == (6, 4)
+    torch.testing.assert_close(memory.read("a"), old, rtol=0, atol=0)  # the old array, whole: rolled back
+    assert not (tmp_path / "a.npy.journal").exists() or (tmp_path / "a.npy.journal").stat().st_size == 0
     assert memory.write("a", [1], torch.zeros(1, 4))
-    assert (memory.read("a", [1]) == 0).all() and torch.equal(memory.read("a", [0, 2]), old[[0, 2]])
+    assert (memory.read("a", [1]) == 0).all() and torch.equal(memory.read("a", [0, 2, 3]), old[[0, 2, 3]])
+
+
+def _write_versions_forever(root: str) -> None:
+    """Child process: write versions 1, 2, 3, ... of a whole array (rows in a shuffled order) until killed."""
+    memory = LongMemory(root)
+    generator = torch.Generator().manual_seed(0)
+    for version in range(1, 1_000_000):
+        # numpy builds the rows: a large torch.full would use the OpenMP pool, which hangs after fork
+        rows = torch.from_numpy(np.full((256, 2048), version, np.float32))
+        memory.write("a", torch.randperm(256, generator=generator), rows)
+
+
+def test_directory_memory_killed_at_random_times(tmp_path: Path) -> None:
+    """SIGKILL a process that keeps overwriting every row: the array always holds one whole version."""
+    LongMemory(tmp_path).init("a", torch.zeros(256, 2048))
+    context = multiprocessing.get_context("fork")
+    seen = []
+    for delay in (0.15, 0.23, 0.31, 0.47):
+        child = context.Process(target=_write_versions_forever, args=(str(tmp_path),))
+        child.start()
+        time.sleep(delay)
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(30)
+        assert child.exitcode == -signal.SIGKILL
+        array = LongMemory(tmp_path).read("a")
+        assert (array == array[0, 0]).all(), f"torn write after SIGKILL: values {array.unique().tolist()[:8]}"
+        seen.append(float(array[0, 0]))
+    assert max(seen) > 0  # the children did write
+
+
+def _write_rows(root: str, rows: list[int], durable: bool, barrier: object) -> None:
+    memory = LongMemory(root, durable=durable)
+    barrier.wait()
+    for i, row in enumerate(rows):
+        if i % 10 == 9 and i + 1 < len(rows):  # some writes of two rows
+            continue
+        if i % 10 == 8:
+            memory.write("a", [row, rows[i + 1]], torch.tensor([[row + 1.0] * 64, [rows[i + 1] + 1.0] * 64]))
+        else:
+            memory.write("a", [row], torch.full((1, 64), row + 1.0))
+
+
+@pytest.mark.parametrize(("processes", "rows_each", "durable"), [(2, 100, False), (4, 100, False), (2, 30, True)])
+def test_directory_memory_concurrent_writers_lose_nothing(
+    processes: int, rows_each: int, durable: bool, tmp_path: Path
+) -> None:
+    """Processes writing distinct rows of one key at the same time: every row must hold its write."""
+    n = processes * rows_each
+    LongMemory(tmp_path).init("a", torch.zeros(n, 64))
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(processes)
+    rows = torch.randperm(n, generator=seeded(0)).tolist()
+    children = [
+        context.Process(target=_write_rows, args=(str(tmp_path), rows[p::processes], durable, barrier))
+        for p in range(processes)
+    ]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(120)
+    assert [c.exitcode for c in children] == [0] * processes
+    got = LongMemory(tmp_path).read("a")
+    expected = (torch.arange(n, dtype=torch.float32) + 1).unsqueeze(1).expand(n, 64)
+    lost = (got != expected).any(dim=1).nonzero().flatten().tolist()
+    assert not lost, f"{len(lost)} of {n} rows lost"
+
+
+class _WriteDataset(torch.utils.data.Dataset):
+    def __init__(self, memory: LongMemory, n: int) -> None:
+        self.memory, self.n = memory, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        self.memory.write("a", [i], torch.full((1, 8), float(i + 1)))
+        return i
+
+
+def test_directory_memory_written_by_dataloader_workers(tmp_path: Path) -> None:
+    memory = LongMemory(tmp_path)
+    memory.init("a", torch.zeros(200, 8))
+    loader = torch.utils.data.DataLoader(_WriteDataset(memory, 200), batch_size=None, num_workers=2)
+    assert sorted(loader) == list(range(200))
+    assert torch.equal(memory.read("a")[:, 0], torch.arange(1.0, 201.0))
+
+
+def test_directory_memory_flush_and_durable(tmp_path: Path) -> None:
+    memory = LongMemory(tmp_path, durable=True)
+    memory.init("a", torch.zeros(4, 3))
+    memory.write("a", [1, 3], torch.ones(2, 3))
+    memory.flush()
+    memory.flush()  # nothing written since: still fine
+    assert torch.equal(LongMemory(tmp_path).read("a")[:, 0], torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "a.npy.journal", "a.npy.lock"]
+    assert (tmp_path / "a.npy.journal").stat().st_size == 0
+
+
+def test_directory_memory_journal_of_a_removed_array(tmp_path: Path) -> None:
+    """A crashed write's journal whose array was then deleted by hand: init discards it, with a warning."""
+    memory = LongMemory(tmp_path)
+    memory.init("a", torch.zeros(3, 2))
+    old = np.zeros((1, 2), np.float32)
+    (tmp_path / "a.npy.journal").write_bytes(selective._journal_bytes((3, 2), old.dtype, np.array([0]), old))
+    (tmp_path / "a.npy").unlink()
+    with pytest.warns(UserWarning, match="cannot be rolled back"):
+        memory.init("a", torch.ones(3, 2))
+    assert (memory.read("a") == 1).all() and (tmp_path / "a.npy.journal").stat().st_size == 0
+
+
+# ----------------------------------------------------------------------------------------
+# Directory memory: file names, foreign and malformed files
+# ----------------------------------------------------------------------------------------
+
+
+def test_directory_memory_key_file_names(tmp_path: Path) -> None:
+    memory = LongMemory(tmp_path)
+    names = {
+        "video/1": "video%2F1.npy",
+        "A B": "A B.npy",
+        "50%": "50%25.npy",
+        "a\nb": "a%0Ab.npy",
+        "é~(x).mp4": "é~(x).mp4.npy",
+        ".": "..npy",
+        "x.npy": "x.npy.npy",
+    }
+    for i, key in enumerate(names):
+        memory.init(key, torch.full((2, 3), float(i)))
+    assert sorted(p.name for p in tmp_path.glob("*.npy")) == sorted(names.values())
+    assert memory.keys() == sorted(names)
+    for i, key in enumerate(names):
+        assert key in memory and (memory.read(key) == i).all()
+
+
+def test_directory_memory_foreign_files_keys_agree_with_in(tmp_path: Path) -> None:
+    for name in ("A B", "A%20B", "50%", "video%2F1", "ok", "lower%2f"):
+        np.save(tmp_path / f"{name}.npy", np.full((2, 3), 1.0, np.float32))
+    (tmp_path / "notes.txt").write_text("not a key")
+    with pytest.warns(UserWarning, match="3 .npy file.*not keys of this memory"):
+        memory = LongMemory(tmp_path)
+    assert memory.keys() == ["A B", "ok", "video/1"]
+    keys = memory.keys()
+    for key in ["A B", "A%20B", "50%", "video/1", "video%2F1", "ok", "lower/", "lower%2f", "notes", "A%2520B"]:
+        assert (key in memory) == (key in keys), key
+    for key in keys:
+        assert (memory.read(key) == 1).all()
+    with warnings.catch_warnings():  # no foreign file: no warning
+        warnings.simplefilter("error")
+        LongMemory(tmp_path / "other")
+
+
+def test_directory_memory_long_keys(tmp_path: Path) -> None:
+    memory = LongMemory(tmp_path)
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX") - 40
+    memory.init("k" * limit, torch.zeros(1, 2))  # the longest key fits, with its lock and journal files
+    memory.write("k" * limit, [0], torch.ones(1, 2))
+    assert memory.keys() == ["k" * limit] and "k" * limit in memory
+    for key in ["k" * (limit + 1), "é" * (limit // 2 + 1), "/" * (limit // 3 + 1), "x" * 10_000]:
+        assert key not in memory
+        for call in (memory.init, memory.read, memory.shape):
+            with pytest.raises(ValueError, match=f"key is too long.*at most {limit}"):
+                call(key, torch.zeros(1, 2)) if call == memory.init else call(key)
+    assert memory.keys() == ["k" * limit]
+
+
+def _save_huge_header(path: Path) -> None:
+    """A .npy file whose header claims shape (4, 10**12) float32, with 16 bytes of data."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (4, 10**12)})
+        f.write(bytes(16))
+
+
+MALFORMED_NPY = {
+    "empty": (lambda p: p.write_bytes(b""), "empty file"),
+    "zero-d": (lambda p: np.save(p, np.float32(1.0)), "0-d array"),
+    "truncated": (lambda p: (np.save(p, np.zeros((100, 10), np.float32)), os.truncate(p, 1000)), "truncated"),
+    "truncated-header": (lambda p: (np.save(p, np.zeros((2, 2), np.float32)), os.truncate(p, 40)), "truncated"),
+    "directory": (lambda p: p.mkdir(), "is a directory"),
+    "text": (lambda p: p.write_text("hello, world\n" * 5), "not a .npy array file"),
+    "pickled": (lambda p: np.save(p, np.array([{}, None], dtype=object)), "Python objects"),
+    "huge-header": (_save_huge_header, "truncated"),
+    "float64": (lambda p: np.save(p, np.zeros((2, 3))), "float64 features"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED_NPY)
+def test_directory_memory_malformed_files_name_the_file(case: str, tmp_path: Path) -> None:
+    make, what = MALFORMED_NPY[case]
+    make(tmp_path / "bad.npy")
+    memory = LongMemory(tmp_path)
+    assert memory.keys() == ["bad"] and "bad" in memory  # listed, and found
+    calls = {
+        "shape": lambda: memory.shape("bad"),
+        "read": lambda: memory.read("bad", [0]),
+        "write": lambda: memory.write("bad", [0], torch.zeros(1, 3)),
+        "encoder": lambda: SelectiveEncoder(make_encoder(), 0.5, memory=memory).train()(make_clips(), key="bad"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=what) as info:
+            call()
+        assert str(tmp_path / "bad.npy") in str(info.value), name
+    if case == "directory":
+        with pytest.raises(ValueError, match="is a directory"):
+            memory.init("bad", torch.zeros(2, 3))
+    else:
+        memory.init("bad", torch.ones(2, 3))  # init replaces a malformed file
+        assert (memory.read("bad") == 1).all()
+
+
+def test_directory_memory_storage_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"storage.*empty path.*'\.'"):
+        LongMemory("")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="storage must be a directory"):
+        LongMemory(tmp_path / "file")
+    with pytest.raises(TypeError, match="durable"):
+        LongMemory(tmp_path, durable=1)
+    with pytest.raises(ValueError, match=r"durable.*directory"):
+        LongMemory("ram", durable=True)
 
 
 class _ReadDataset(torch.utils.data.Dataset):
@@ -548,6 +819,8 @@ BAD = [
     ("encoder-not-tensor", lambda: _encode(encoder=_NotATensor()), T, "encoder"),
     ("sample-n-negative", lambda: sample_indices(-1, 0.5, "random"), V, "n"),
     ("sample-n-float", lambda: sample_indices(4.0, 0.5, "random"), T, "n"),
+    ("sample-n-above-2**53", lambda: sample_indices(2**53 + 1, 1e-15, "random"), V, "n must be <= 2**53"),
+    ("sample-k-huge", lambda: sample_indices(10**13, 0.5, "random"), V, "n * ratio"),
     ("sample-ratio", lambda: sample_indices(4, 0.0, "random"), V, "ratio"),
     ("sample-strategy", lambda: sample_indices(4, 0.5, "Random"), V, "strategy"),
     ("module-ratio", lambda: SelectiveEncoder(make_encoder(), 2.0), V, "ratio"),
@@ -572,6 +845,8 @@ BAD = [
     ("memory-index-2d", lambda: _memory_with_key().read("v", torch.zeros(1, 1, dtype=torch.long)), V, "index"),
     ("memory-index-type", lambda: _memory_with_key().read("v", "0"), T, "index"),
     ("memory-index-repeat", lambda: _memory_with_key().write("v", [1, 1], torch.zeros(2, 3)), V, "index"),
+    ("memory-storage-empty", lambda: LongMemory(""), V, "storage"),
+    ("memory-durable-type", lambda: LongMemory(durable="yes"), T, "durable"),
 ]
 if not HAS_CUDA:
     BAD.append(("memory-cuda-missing", lambda: LongMemory("cuda"), V, "storage"))
