@@ -99,6 +99,49 @@ def test_spec_validation():
         SyntheticSpec(videos=3, splits=4)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "error", "match"),
+    [
+        ({"videos": 2.5}, TypeError, "videos must be an int"),
+        ({"classes": True}, TypeError, "classes must be an int"),
+        ({"seed": "0"}, TypeError, "seed must be an int"),
+        ({"noise": "1"}, TypeError, "noise must be a float"),
+        ({"dim": 0}, ValueError, "dim must be >= 1"),
+        ({"noise": -1.0}, ValueError, "noise must be a finite number >= 0"),
+        ({"signal": float("nan")}, ValueError, "signal must be a finite number"),
+        ({"segment_noise": float("inf")}, ValueError, "segment_noise must be a finite number"),
+        ({"seed": -1}, ValueError, "seed must be >= 0"),
+        ({"twins": -1}, ValueError, "twins must be >= 0"),
+        ({"activities": 0}, ValueError, "activities must be >= 1"),
+        ({"min_length": 0}, ValueError, "min_length"),
+        ({"max_length": 10**9}, ValueError, r"max_length \* dim .* 2\*\*26"),
+        ({"classes": 10**7}, ValueError, r"classes \* dim"),
+        ({"classes": 4}, ValueError, "need at least 2 per activity"),
+    ],
+)
+def test_spec_arguments_named(overrides, error, match):
+    with pytest.raises(error, match=match):
+        SyntheticSpec(**overrides)
+
+
+def test_generate_and_cli_argument_errors(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="out must be a directory"):
+        generate(tmp_path / "file", SMALL)
+    with pytest.raises(ValueError, match="out must be a directory path"):
+        generate("", SMALL)
+    with pytest.raises(TypeError, match="out"):
+        generate(None, SMALL)
+    with pytest.raises(TypeError, match="spec"):
+        generate(tmp_path / "d", {"videos": 4})
+    for argv in (["--out", str(tmp_path / "file"), "--small"], ["--out", str(tmp_path / "d"), "--noise", "-2"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "out must be a directory" in err and "noise must be a finite number >= 0" in err
+
+
 # ---- errors -------------------------------------------------------------------------------------
 
 

@@ -6,6 +6,24 @@
   (``python -m fastlocal.data.synthetic --out DIR``).
 """
 
-from .mstcn import DatasetError, MSTCNDataset, Video, read_bundle, read_labels, read_mapping, write_labels
+from .mstcn import (
+    DatasetError,
+    MSTCNDataset,
+    Video,
+    read_bundle,
+    read_features,
+    read_labels,
+    read_mapping,
+    write_labels,
+)
 
-__all__ = ["DatasetError", "MSTCNDataset", "Video", "read_bundle", "read_labels", "read_mapping", "write_labels"]
+__all__ = [
+    "DatasetError",
+    "MSTCNDataset",
+    "Video",
+    "read_bundle",
+    "read_features",
+    "read_labels",
+    "read_mapping",
+    "write_labels",
+]

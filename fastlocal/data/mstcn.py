@@ -15,27 +15,61 @@ full frame rate for evaluation (:meth:`Video.upsample`).
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DatasetError", "MSTCNDataset", "Video", "read_bundle", "read_labels", "read_mapping", "write_labels"]
+__all__ = [
+    "DatasetError",
+    "MSTCNDataset",
+    "Video",
+    "read_bundle",
+    "read_features",
+    "read_labels",
+    "read_mapping",
+    "write_labels",
+]
 
 
 class DatasetError(ValueError):
     """A dataset file is missing or malformed; the message names the file."""
 
 
+def _path(name: str, path: object) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or os.PathLike path, got {type(path).__name__}")
+    return Path(path)
+
+
+def _read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of ``path`` (a leading byte-order mark dropped); DatasetError naming the
+    file when it is missing, unreadable or not UTF-8 (with the line and byte offset)."""
+    if not path.is_file():
+        raise DatasetError(f"{what} not found: {path}" + (" (a directory)" if path.is_dir() else ""))
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DatasetError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start} cannot be decoded); "
+            f"save the {what} as UTF-8"
+        ) from None
+
+
 def read_mapping(path: str | os.PathLike) -> list[str]:
     """Class names ordered by index from ``mapping.txt`` (``"<index> <name>"`` per line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"class mapping file not found: {path}")
+    path = _path("path", path)
     entries: dict[int, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(_read_text(path, "class mapping file").splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
@@ -54,10 +88,8 @@ def read_mapping(path: str | os.PathLike) -> list[str]:
 
 def read_bundle(path: str | os.PathLike) -> list[str]:
     """Video names (file extension removed) listed in a split bundle."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"split file not found: {path}")
-    names = [Path(line.strip()).stem for line in path.read_text().splitlines() if line.strip()]
+    path = _path("path", path)
+    names = [Path(line.strip()).stem for line in _read_text(path, "split file").splitlines() if line.strip()]
     if not names:
         raise DatasetError(f"split file lists no videos: {path}")
     return names
@@ -65,10 +97,8 @@ def read_bundle(path: str | os.PathLike) -> list[str]:
 
 def read_labels(path: str | os.PathLike, class_index: dict[str, int]) -> np.ndarray:
     """Frame labels ``[T]`` int64 from a groundTruth file (one class name per line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"ground-truth file not found: {path}")
-    names = [line.strip() for line in path.read_text().splitlines()]
+    path = _path("path", path)
+    names = [line.strip() for line in _read_text(path, "ground-truth file").splitlines()]
     while names and not names[-1]:
         names.pop()
     if not names:
@@ -81,8 +111,71 @@ def read_labels(path: str | os.PathLike, class_index: dict[str, int]) -> np.ndar
 
 
 def write_labels(path: str | os.PathLike, labels: Sequence[int] | np.ndarray, classes: Sequence[str]) -> None:
-    """Write frame labels ``[T]`` (indices) as a groundTruth file of class names."""
-    Path(path).write_text("".join(classes[int(i)] + "\n" for i in labels))
+    """Write frame labels ``[T]`` (indices) as a UTF-8 groundTruth file of class names."""
+    path = _path("path", path)
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or (labels.size and labels.dtype.kind not in "iu"):
+        raise ValueError(f"labels must be a 1-D sequence of class indices, got shape {labels.shape} {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
+        raise ValueError(f"labels must be class indices in [0, {len(classes)}), got values in "
+                         f"[{labels.min()}, {labels.max()}]")
+    path.write_text("".join(classes[int(i)] + "\n" for i in labels), encoding="utf-8")
+
+
+def read_features(path: str | os.PathLike) -> np.ndarray:
+    """The ``[D, T]`` features array of a ``.npy`` file, memory-mapped (read only).
+
+    The header is checked against the file's size before anything is mapped, so a file whose
+    header claims more data than it holds is refused instead of allocated. DatasetError
+    naming the file when it is missing, empty, a directory, not a ``.npy`` file (``.npz``,
+    pickle, text), truncated, of a non-numeric dtype, or not ``[D, T]`` with D, T >= 1.
+    """
+    path = _path("path", path)
+    if not path.is_file():
+        raise DatasetError(f"features file not found: {path}" + (" (a directory)" if path.is_dir() else ""))
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                raise DatasetError(f"features file is empty (0 bytes): {path}")
+            start = f.read(12)
+            if len(start) < 10 or not start.startswith(b"\x93NUMPY") or start[6] not in (1, 2, 3):
+                raise DatasetError(f"cannot read features {path}: not a .npy file (it starts with {start[:8]!r})")
+            if start[6] == 1:
+                offset = 10 + struct.unpack("<H", start[8:10])[0]
+            elif len(start) == 12:
+                offset = 12 + struct.unpack("<I", start[8:12])[0]
+            else:
+                offset = size + 1
+            if offset > size:
+                raise DatasetError(f"cannot read features {path}: the file ends inside its .npy header")
+            f.seek(0)
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else (
+                np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+    except OSError as exc:
+        raise DatasetError(f"cannot read features {path}: {exc.strerror or exc}") from None
+    except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+        if isinstance(exc, DatasetError):
+            raise
+        raise DatasetError(f"cannot read features {path}: not a readable .npy header ({exc})") from None
+    if dtype.hasobject or dtype.kind not in "fiu":
+        raise DatasetError(f"{path}: features must be real numbers, got dtype {dtype}")
+    data = math.prod(shape) * dtype.itemsize
+    if size - offset < data:
+        raise DatasetError(
+            f"{path} is truncated: its header says shape {tuple(shape)} {dtype} ({data} bytes of data), "
+            f"but the file holds {size - offset} bytes after the header"
+        )
+    if len(shape) != 2 or 0 in shape:
+        raise DatasetError(
+            f"{path}: features must be a [D, T] array with D >= 1 channels and T >= 1 frames, got shape {tuple(shape)}"
+        )
+    try:
+        return np.memmap(path, dtype, "r", offset, tuple(shape), "F" if fortran else "C")
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read features {path}: {exc}") from None
 
 
 @dataclass
@@ -122,9 +215,11 @@ class MSTCNDataset:
         sample_rate: int = 1,
         length_mismatch: str = "error",
     ) -> None:
-        self.root = Path(root)
+        self.root = _path("root", root)
         if not self.root.is_dir():
             raise DatasetError(f"dataset directory not found: {self.root}")
+        if isinstance(split, bool) or not isinstance(split, int):
+            raise TypeError(f"split must be an int (the K of splits/<subset>.split<K>.bundle), got {split!r}")
         if subset not in ("train", "test"):
             raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
@@ -158,12 +253,7 @@ class MSTCNDataset:
     def __getitem__(self, index: int) -> Video:
         name = self.names[index]
         feature_path = self.root / "features" / f"{name}.npy"
-        try:
-            features = np.load(feature_path)
-        except (OSError, ValueError) as exc:
-            raise DatasetError(f"cannot read features {feature_path}: {exc}") from exc
-        if features.ndim != 2 or features.shape[1] == 0:
-            raise DatasetError(f"{feature_path}: features must be a [D, T] array, got shape {features.shape}")
+        features = read_features(feature_path)
         labels = read_labels(self.root / "groundTruth" / f"{name}.txt", self.class_index)
         T = features.shape[1]
         if labels.size != T:
@@ -174,9 +264,12 @@ class MSTCNDataset:
             T = min(T, labels.size)
             features, labels = features[:, :T], labels[:T]
         step = self.sample_rate
-        sampled = np.ascontiguousarray(features[:, ::step].T, dtype=np.float32)
+        try:
+            sampled = np.ascontiguousarray(features[:, ::step].T, dtype=np.float32)
+        except OSError as exc:  # an I/O error while the mapped file is read
+            raise DatasetError(f"cannot read features {feature_path}: {exc}") from None
         return Video(name, sampled, labels[::step].copy(), labels, step)
 
     def feature_dim(self) -> int:
         """D, read from the first video's features header."""
-        return int(np.load(self.root / "features" / f"{self.names[0]}.npy", mmap_mode="r").shape[0])
+        return int(read_features(self.root / "features" / f"{self.names[0]}.npy").shape[0])

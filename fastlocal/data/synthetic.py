@@ -14,6 +14,7 @@ apart and order and context matter; the noise makes frame-wise predictions flick
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,9 @@ import numpy as np
 
 from .mstcn import write_labels
 
-__all__ = ["SyntheticSpec", "generate", "main"]
+__all__ = ["MAX_VIDEO_VALUES", "SyntheticSpec", "generate", "main"]
+
+MAX_VIDEO_VALUES = 2**26  # feature values of one video (max_length * dim), and classes * dim
 
 _NAMES = ("take", "cut", "peel", "mix", "pour", "stir", "spread", "fold", "wash", "serve", "season", "open",
           "close", "shake", "scoop")
@@ -36,7 +39,9 @@ class SyntheticSpec:
     (class 0 is background); ``dim`` D of the features; ``activities`` grammar rules;
     ``twins`` pairs of classes that look alike; ``noise`` per-frame noise std (appearance
     vectors have unit RMS per dimension times ``signal``); ``splits`` K folds written as
-    ``splits/{train,test}.split<k>.bundle``; ``seed``.
+    ``splits/{train,test}.split<k>.bundle``; ``seed`` >= 0. Counts are ints, ``signal``,
+    ``noise`` and ``segment_noise`` finite and >= 0; one video's features (``max_length * dim``)
+    and the class appearances (``classes * dim``) hold at most ``MAX_VIDEO_VALUES`` (2**26) values.
     """
 
     videos: int = 40
@@ -53,17 +58,37 @@ class SyntheticSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for name in ("videos", "min_length", "max_length", "classes", "dim", "activities", "twins", "splits", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {value!r}")
+        for name in ("signal", "noise", "segment_noise"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise TypeError(f"{name} must be a float, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         if self.videos < 2 or self.splits < 1 or self.splits > self.videos:
             raise ValueError(f"need videos >= 2 and 1 <= splits <= videos, got videos={self.videos}, "
                              f"splits={self.splits}")
         if not 1 <= self.min_length <= self.max_length:
             raise ValueError(f"need 1 <= min_length <= max_length, got {self.min_length}, {self.max_length}")
+        if self.dim < 1:
+            raise ValueError(f"dim must be >= 1, got {self.dim}")
+        if self.max_length * self.dim > MAX_VIDEO_VALUES or self.classes * self.dim > MAX_VIDEO_VALUES:
+            raise ValueError(f"max_length * dim and classes * dim must be <= 2**26 (MAX_VIDEO_VALUES, the feature "
+                             f"values of one video), got max_length={self.max_length}, classes={self.classes}, "
+                             f"dim={self.dim}")
         if self.activities < 1:
             raise ValueError(f"activities must be >= 1, got {self.activities}")
+        if self.twins < 0:
+            raise ValueError(f"twins must be >= 0, got {self.twins}")
         plain = self.classes - 1 - 2 * self.twins
-        if self.twins < 0 or plain < 2 * self.activities:
+        if plain < 2 * self.activities:
             raise ValueError(f"classes={self.classes} leaves {plain} classes outside background and twins; "
                              f"need at least 2 per activity ({2 * self.activities})")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
 
 
 def _class_names(n: int) -> list[str]:
@@ -117,8 +142,16 @@ def _video_labels(steps: list[int], length: int, rng: np.random.Generator) -> np
 def generate(out: str | os.PathLike, spec: SyntheticSpec | None = None) -> Path:
     """Write a synthetic dataset to ``out`` (created if missing); returns its path."""
     spec = SyntheticSpec() if spec is None else spec
-    rng = np.random.default_rng(spec.seed)
+    if not isinstance(spec, SyntheticSpec):
+        raise TypeError(f"spec must be a SyntheticSpec or None, got {type(spec).__name__}")
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out must be a str or os.PathLike directory, got {type(out).__name__}")
+    if not os.fspath(out):
+        raise ValueError("out must be a directory path, got an empty one (use '.' for the current directory)")
     root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"out must be a directory, but {root} is a file")
+    rng = np.random.default_rng(spec.seed)
     for sub in ("features", "groundTruth", "splits"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     classes = _class_names(spec.classes)
@@ -164,9 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         args.update(videos=8, min_length=100, max_length=300, splits=2, dim=16)
     try:
         spec = SyntheticSpec(**args)
-    except ValueError as exc:
+        root = generate(out, spec)
+    except (ValueError, TypeError) as exc:
         parser.error(str(exc))
-    root = generate(out, spec)
     print(f"wrote {spec.videos} videos ({spec.classes} classes, {spec.dim}-D features, {spec.splits} splits) to {root}")
     return 0
 
