@@ -47,6 +47,27 @@ def _labels(x: object, name: str) -> np.ndarray:
     return arr
 
 
+def _overlaps(overlaps: object) -> tuple[float, ...]:
+    """The IoU thresholds as floats: a non-empty sequence of finite numbers in (0, 1], distinct
+    in percent (they name the ``F1@<percent>`` scores)."""
+    if isinstance(overlaps, (str, bytes)) or not isinstance(overlaps, (Sequence, np.ndarray)):
+        raise TypeError(f"overlaps must be a sequence of IoU thresholds, got {type(overlaps).__name__}")
+    values = []
+    for tau in overlaps:
+        if isinstance(tau, (bool, np.bool_)) or not isinstance(tau, (int, float, np.integer, np.floating)):
+            raise TypeError(f"overlaps must hold numbers, got {tau!r} ({type(tau).__name__}) in {overlaps!r}")
+        values.append(float(tau))
+    if not values:
+        raise ValueError("overlaps must hold at least one IoU threshold, got an empty sequence")
+    bad = [tau for tau in values if not (0.0 < tau <= 1.0)]  # NaN fails too
+    if bad:
+        raise ValueError(f"overlaps must be finite IoU thresholds in (0, 1], got {bad} in {tuple(values)}")
+    names = [round(tau * 100) for tau in values]
+    if len(set(names)) != len(names):
+        raise ValueError(f"overlaps must differ in percent (each names an F1@<percent> score), got {tuple(values)}")
+    return tuple(values)
+
+
 def segments(labels: Sequence | np.ndarray, background: Iterable = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Maximal runs of ``labels [T]`` without the background ones: ``(label, start, end)`` arrays,
     ``end`` exclusive (MS-TCN's ``get_labels_start_end_time``)."""
@@ -106,10 +127,10 @@ def f_score_counts(
     to the first); it is a TP at tau when that IoU >= tau and no earlier TP took the same
     ground truth, which is the first valid prediction for each ground-truth segment.
     """
+    taus = np.asarray(_overlaps(overlaps), dtype=np.float64)
     bg = list(background)
     p_label, p_start, p_end = segments(pred, bg)
     y_label, y_start, y_end = segments(gt, bg)
-    taus = np.asarray(overlaps, dtype=np.float64)
     counts = np.zeros((taus.size, 3), np.float64)
     if p_label.size == 0 or y_label.size == 0:
         counts[:, 1] = p_label.size
@@ -140,7 +161,8 @@ class SegmentationMetrics:
     """Accumulates MS-TCN's metrics video by video.
 
     Args:
-        overlaps: IoU thresholds of the F1 scores (default 0.1, 0.25, 0.5).
+        overlaps: IoU thresholds of the F1 scores (default 0.1, 0.25, 0.5), each finite in
+            ``(0, 1]`` and distinct in percent.
         background: labels left out of the segment lists (e.g. ``["background"]`` or a class index).
     """
 
@@ -153,6 +175,7 @@ class SegmentationMetrics:
     videos: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
+        self.overlaps = _overlaps(self.overlaps)
         self.counts = np.zeros((len(self.overlaps), 3))
 
     def update(self, pred: Sequence | np.ndarray, gt: Sequence | np.ndarray) -> None:

@@ -209,3 +209,34 @@ def test_torch_tensors_accepted():
     torch = pytest.importorskip("torch")
     scores = segmentation_scores([torch.tensor([0, 0, 1])], [torch.tensor([0, 0, 1])])
     assert scores == {"F1@10": 100.0, "F1@25": 100.0, "F1@50": 100.0, "edit": 100.0, "acc": 100.0}
+
+
+@pytest.mark.parametrize(
+    ("overlaps", "error", "match"),
+    [
+        ((1.5, -0.5), ValueError, r"overlaps must be finite IoU thresholds in \(0, 1\], got \[1.5, -0.5\]"),
+        ((float("nan"),), ValueError, r"overlaps must be finite IoU thresholds in \(0, 1\], got \[nan\]"),
+        ((0.5, float("inf")), ValueError, r"in \(0, 1\], got \[inf\]"),
+        ((0.0,), ValueError, r"in \(0, 1\], got \[0.0\]"),
+        ((), ValueError, "overlaps must hold at least one"),
+        ((0.1, 0.101), ValueError, "overlaps must differ in percent"),
+        (("0.5",), TypeError, "overlaps must hold numbers"),
+        ((True,), TypeError, "overlaps must hold numbers"),
+        ("0.5", TypeError, "overlaps must be a sequence"),
+        (0.5, TypeError, "overlaps must be a sequence"),
+    ],
+)
+def test_bad_overlaps_named(overlaps, error, match):
+    for call in (
+        lambda: SegmentationMetrics(overlaps),
+        lambda: segmentation_scores([[0, 1]], [[0, 1]], overlaps),
+        lambda: f_score_counts([0, 1], [0, 1], overlaps),
+    ):
+        with pytest.raises(error, match=match):
+            call()
+
+
+def test_good_overlaps():
+    scores = segmentation_scores([[0, 1, 1]], [[0, 1, 1]], overlaps=np.array([1.0, 0.75, 1e-3]))
+    assert scores["F1@100"] == scores["F1@75"] == scores["F1@0"] == 100.0
+    assert SegmentationMetrics([0.5]).overlaps == (0.5,)
