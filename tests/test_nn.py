@@ -314,6 +314,25 @@ def test_bad_forward_inputs():
     _raises(ValueError, "rows", lambda: attn(x, k, x, need_weights_rows=torch.tensor([T])))
 
 
+def test_input_dtype_must_match_the_module():
+    attn = LocalAttention(E, H, 5, kdim=12)
+    x, k = torch.randn(B, T, E), torch.randn(B, T, 12)
+    with pytest.raises(TypeError) as info:
+        attn(x.double(), k.double(), x.double())
+    message = str(info.value)
+    assert "query has dtype torch.float64" in message and "parameters have dtype torch.float32" in message
+    assert "query.to(torch.float32)" in message and ".double()" in message
+    _raises(TypeError, "key has dtype torch.float16", lambda: attn(x, k.half(), x))
+    _raises(TypeError, "value has dtype torch.bfloat16", lambda: attn(x, k, x.bfloat16()))
+    _raises(TypeError, "query has dtype torch.float32 but this LocalAttention's parameters have dtype torch.float64",
+            lambda: attn.double()(x, k.double(), x.double()))
+    assert attn(x.double(), k.double(), x.double())[0].dtype == torch.float64  # the module is double now
+    attn.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts float32 and bfloat16, not float64
+        assert attn(x.bfloat16(), k, x)[0].dtype == torch.bfloat16
+        _raises(TypeError, "query has dtype torch.float64", lambda: attn(x.double(), k, x))
+
+
 # --------------------------------------------------------------------------- (g) dropout
 
 

@@ -102,6 +102,20 @@ class LocalAttention(nn.Module):
             raise ValueError(f"{name} must have shape [B, T, {features}] with [B, T] = {tuple(like.shape[:2])} "
                              f"like query, got {tuple(x.shape)}")
 
+    @staticmethod
+    def _check_dtype(name: str, x: torch.Tensor, proj: nn.Linear) -> None:
+        """``x`` must have the dtype of the projection it goes through, unless autocast casts both."""
+        weight = proj.weight
+        if x.dtype == weight.dtype:
+            return
+        if torch.is_autocast_enabled(x.device.type) and torch.float64 not in (x.dtype, weight.dtype):
+            return  # autocast runs the projections in its own dtype (it leaves float64 alone)
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but this LocalAttention's parameters have dtype {weight.dtype}: "
+            f"cast the input ({name}.to({weight.dtype})) or the module (.to({x.dtype}), e.g. .double() for "
+            "float64 inputs)"
+        )
+
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
@@ -134,6 +148,8 @@ class LocalAttention(nn.Module):
         self._check_input("query", query, self.embed_dim, None)
         self._check_input("key", key, self.kdim, query)
         self._check_input("value", value, self.vdim, query)
+        for name, x, proj in (("query", query, self.q_proj), ("key", key, self.k_proj), ("value", value, self.v_proj)):
+            self._check_dtype(name, x, proj)
         B, T, _ = query.shape
         q = self._heads(self.q_proj(query))
         k = self._heads(self.k_proj(key))
