@@ -5,7 +5,11 @@ Semantics as ``csrc/cpu/roi_align_1d.cpp`` (docs/design.md,
 samples at ``t = start + p * bin + (i + 0.5) * bin / count`` with torchvision's border
 rule. Every kernel evaluates the samples with :func:`_sample`, divisions IEEE-rounded and
 no FMA contraction (``enable_fp_fusion=False``), so sample positions and weights are
-those of the CPU kernel.
+those of the CPU kernel. A tap of weight 0 (the right tap of a sample exactly on a frame,
+or past the last frame) is neither read nor scattered to, as ``fastlocal.roi_align_1d``
+defines for non-finite input (the CPU kernel still reads it; see
+tests/test_roi_align_1d.py::test_zero_weight_taps_read_nothing). Bins are tiled in blocks
+of at most ``MAX_BLOCK_P``.
 Inputs of any strides; float16 / bfloat16 / float32 accumulate in float32, float64 in
 float64 (RoIs come in that accumulation type, see ``fastlocal/roi_align_1d.py``).
 
@@ -34,6 +38,9 @@ from fastlocal.reference._dtypes import acc_dtype
 
 _BLOCK_C = 32  # channels per program
 _BLOCK_F = 16  # input frames per program of the deterministic reduction
+# Bins per program at most: larger P is tiled over programs (a [BLOCK_R, BLOCK_C, BLOCK_P]
+# tile must stay under Triton's 2^20 elements per tensor, i.e. P <= 32768 untiled).
+MAX_BLOCK_P = 1024
 
 
 @triton.jit
@@ -68,7 +75,9 @@ def _rois(rois_ptr, r, rmask, B, P, SR, ALIGNED: tl.constexpr, F64: tl.constexpr
 @triton.jit
 def _sample(start, bin, count, inv, p, i, T, F64: tl.constexpr):
     """Sample i of RoIs x bins (``[R, 1]`` RoI vectors, ``[1, P]`` bins): (used, lo, hi, w_lo,
-    w_hi) as ``[R, P]``, with 0 <= lo <= hi <= T - 1."""
+    w_hi) as ``[R, P]``, with 0 <= lo <= hi <= T - 1. Callers read (or scatter to) a tap only
+    where it is used and its weight is nonzero: ``w_hi`` is 0 for a sample exactly on a frame
+    or past the last one, and that frame must not be read (0 * inf = NaN)."""
     pf = p.to(start.dtype)
     # Samples i >= count are unused; max(count, 1) only keeps their t finite.
     t = (start + pf * bin) + _div((i + 0.5) * bin, tl.maximum(count, 1).to(start.dtype), F64)
@@ -83,12 +92,13 @@ def _sample(start, bin, count, inv, p, i, T, F64: tl.constexpr):
 
 
 @triton.jit
-def _forward_kernel(x_ptr, rois_ptr, out_ptr, N, B, C, T, P, SR, sxb, sxc, sxt, ALIGNED: tl.constexpr,
+def _forward_kernel(x_ptr, rois_ptr, out_ptr, N, B, C, T, P, P_BLOCKS, SR, sxb, sxc, sxt, ALIGNED: tl.constexpr,
                     F64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """Program (RoI block, channel block): a [BLOCK_R, BLOCK_C, BLOCK_P] tile of the output."""
-    r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    """Program (RoI block x bin block, channel block): a [BLOCK_R, BLOCK_C, BLOCK_P] tile of the output."""
+    pid = tl.program_id(0)
+    r = (pid // P_BLOCKS).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    p = tl.arange(0, BLOCK_P)
+    p = (pid % P_BLOCKS).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     rmask = r < N
     b, start, bin, count, inv = _rois(rois_ptr, r, rmask, B, P, SR, ALIGNED, F64)
     rows = x_ptr + b[:, None, None] * sxb + c[None, :, None].to(tl.int64) * sxc
@@ -98,21 +108,23 @@ def _forward_kernel(x_ptr, rois_ptr, out_ptr, N, B, C, T, P, SR, sxb, sxc, sxt, 
         used, lo, hi, w_lo, w_hi = _sample(start[:, None], bin[:, None], count[:, None], inv[:, None], p[None, :],
                                            i, T, F64)
         m = cp & used[:, None, :]
-        x_lo = tl.load(rows + lo[:, None, :] * sxt, mask=m, other=0.0).to(acc.dtype)
-        x_hi = tl.load(rows + hi[:, None, :] * sxt, mask=m, other=0.0).to(acc.dtype)
+        # A tap of weight 0 reads nothing (x stays 0 there): inf / NaN in its frame stays out.
+        x_lo = tl.load(rows + lo[:, None, :] * sxt, mask=m & (w_lo != 0)[:, None, :], other=0.0).to(acc.dtype)
+        x_hi = tl.load(rows + hi[:, None, :] * sxt, mask=m & (w_hi != 0)[:, None, :], other=0.0).to(acc.dtype)
         acc += tl.where(m, w_lo[:, None, :] * x_lo + w_hi[:, None, :] * x_hi, 0.0)
     out = out_ptr + (r[:, None, None] * C + c[None, :, None]) * P + p[None, None, :]
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=cp & rmask[:, None, None])
 
 
 @triton.jit
-def _backward_atomic_kernel(g_ptr, rois_ptr, dx_ptr, N, B, C, T, P, SR, sgn, sgc, sgp, ALIGNED: tl.constexpr,
-                            F64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+def _backward_atomic_kernel(g_ptr, rois_ptr, dx_ptr, N, B, C, T, P, P_BLOCKS, SR, sgn, sgc, sgp,
+                            ALIGNED: tl.constexpr, F64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
                             BLOCK_P: tl.constexpr):
-    """Program (RoI block, channel block): scatter its grad tile with float atomics."""
-    r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    """Program (RoI block x bin block, channel block): scatter its grad tile with float atomics."""
+    pid = tl.program_id(0)
+    r = (pid // P_BLOCKS).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    p = tl.arange(0, BLOCK_P)
+    p = (pid % P_BLOCKS).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     rmask = r < N
     b, start, bin, count, inv = _rois(rois_ptr, r, rmask, B, P, SR, ALIGNED, F64)
     cp = (c < C)[None, :, None] & (p < P)[None, None, :] & rmask[:, None, None]
@@ -123,17 +135,19 @@ def _backward_atomic_kernel(g_ptr, rois_ptr, dx_ptr, N, B, C, T, P, SR, sgn, sgc
         used, lo, hi, w_lo, w_hi = _sample(start[:, None], bin[:, None], count[:, None], inv[:, None], p[None, :],
                                            i, T, F64)
         m = cp & used[:, None, :]
-        tl.atomic_add(rows + lo[:, None, :], w_lo[:, None, :] * g, mask=m, sem="relaxed")
-        tl.atomic_add(rows + hi[:, None, :], w_hi[:, None, :] * g, mask=m, sem="relaxed")
+        tl.atomic_add(rows + lo[:, None, :], w_lo[:, None, :] * g, mask=m & (w_lo != 0)[:, None, :], sem="relaxed")
+        tl.atomic_add(rows + hi[:, None, :], w_hi[:, None, :] * g, mask=m & (w_hi != 0)[:, None, :], sem="relaxed")
 
 
 @triton.jit
-def _taps_kernel(rois_ptr, key_ptr, w_ptr, N, B, T, P, SR, MAX_COUNT, ALIGNED: tl.constexpr, F64: tl.constexpr,
-                 BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr):
+def _taps_kernel(rois_ptr, key_ptr, w_ptr, N, B, T, P, P_BLOCKS, SR, MAX_COUNT, ALIGNED: tl.constexpr,
+                 F64: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_P: tl.constexpr):
     """Taps of RoI n: slot ((n * P + p) * MAX_COUNT + i) * 2 + {0: lo, 1: hi} gets
-    (b * T + frame, weight); unused slots keep the caller's sentinel key B * T."""
-    r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
-    p = tl.arange(0, BLOCK_P)
+    (b * T + frame, weight); unused slots and taps of weight 0 keep the caller's sentinel
+    key B * T. Program: RoI block x bin block."""
+    pid = tl.program_id(0)
+    r = (pid // P_BLOCKS).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    p = (pid % P_BLOCKS).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     rmask = r < N
     b, start, bin, count, inv = _rois(rois_ptr, r, rmask, B, P, SR, ALIGNED, F64)
     for i in range(0, tl.minimum(tl.max(count), MAX_COUNT)):
@@ -142,10 +156,10 @@ def _taps_kernel(rois_ptr, key_ptr, w_ptr, N, B, T, P, SR, MAX_COUNT, ALIGNED: t
         m = used & (p < P)[None, :]
         slot = ((r[:, None] * P + p[None, :]) * MAX_COUNT + i) * 2
         frame = b[:, None] * T
-        tl.store(key_ptr + slot, frame + lo, mask=m)
-        tl.store(w_ptr + slot, w_lo, mask=m)
-        tl.store(key_ptr + slot + 1, frame + hi, mask=m)
-        tl.store(w_ptr + slot + 1, w_hi, mask=m)
+        tl.store(key_ptr + slot, frame + lo, mask=m & (w_lo != 0))
+        tl.store(w_ptr + slot, w_lo, mask=m & (w_lo != 0))
+        tl.store(key_ptr + slot + 1, frame + hi, mask=m & (w_hi != 0))
+        tl.store(w_ptr + slot + 1, w_hi, mask=m & (w_hi != 0))
 
 
 @triton.jit
@@ -172,7 +186,7 @@ def _reduce_kernel(g_ptr, src_ptr, w_ptr, offsets_ptr, dx_ptr, F, C, T, P, sgn, 
 
 
 def _launch_args(rois: torch.Tensor, output_size: int, aligned: bool) -> dict:
-    block_p = triton.next_power_of_2(output_size)
+    block_p = min(triton.next_power_of_2(output_size), MAX_BLOCK_P)
     return {
         "ALIGNED": aligned,
         "F64": rois.dtype == torch.float64,
@@ -199,8 +213,9 @@ def roi_align_1d_forward(
         return out
     rois = rois.contiguous()
     args = _launch_args(rois, output_size, aligned)
-    grid = (triton.cdiv(N, args["BLOCK_R"]), triton.cdiv(C, _BLOCK_C))
-    _forward_kernel[grid](input, rois, out, N, B, C, T, output_size, sampling_ratio, *input.stride(),
+    p_blocks = triton.cdiv(output_size, args["BLOCK_P"])
+    grid = (triton.cdiv(N, args["BLOCK_R"]) * p_blocks, triton.cdiv(C, _BLOCK_C))
+    _forward_kernel[grid](input, rois, out, N, B, C, T, output_size, p_blocks, sampling_ratio, *input.stride(),
                           BLOCK_C=_BLOCK_C, **args)
     return out
 
@@ -216,11 +231,13 @@ def roi_align_1d_backward(
         return torch.zeros((batch, C, length), dtype=grad.dtype, device=grad.device)
     rois = rois.contiguous()
     args = _launch_args(rois, P, aligned)
-    roi_blocks = triton.cdiv(N, args["BLOCK_R"])
+    p_blocks = triton.cdiv(P, args["BLOCK_P"])
+    roi_blocks = triton.cdiv(N, args["BLOCK_R"]) * p_blocks  # x bin blocks
     if not torch.are_deterministic_algorithms_enabled():
         dx = torch.zeros((batch, C, length), dtype=acc, device=grad.device)
         _backward_atomic_kernel[(roi_blocks, triton.cdiv(C, _BLOCK_C))](
-            grad, rois, dx, N, batch, C, length, P, sampling_ratio, *grad.stride(), BLOCK_C=_BLOCK_C, **args
+            grad, rois, dx, N, batch, C, length, P, p_blocks, sampling_ratio, *grad.stride(), BLOCK_C=_BLOCK_C,
+            **args
         )
         return dx.to(grad.dtype)
 
@@ -236,7 +253,8 @@ def roi_align_1d_backward(
     sentinel = batch * length
     keys = torch.full((N * P * max_count * 2,), sentinel, dtype=torch.int64, device=grad.device)
     weights = torch.zeros(keys.shape, dtype=acc, device=grad.device)
-    _taps_kernel[(roi_blocks,)](rois, keys, weights, N, batch, length, P, sampling_ratio, max_count, **args)
+    _taps_kernel[(roi_blocks,)](rois, keys, weights, N, batch, length, P, p_blocks, sampling_ratio, max_count,
+                                **args)
     keys, order = torch.sort(keys, stable=True)
     source = order // (max_count * 2)  # n * P + p
     weights = weights[order]
