@@ -2,13 +2,16 @@
 
 Each check raises ``TypeError`` (wrong type / dtype) or ``ValueError`` (wrong
 value / shape) with a message that names the argument, says what was expected
-and what was given. Checks that read tensor *values* (NaN, index ranges) are
-skipped while ``torch.compile`` traces, where they would break the graph; the
-compiled kernels repeat them.
+and what was given. Checks that read tensor *values* (NaN, index ranges) cannot run
+while ``torch.compile`` traces (fake tensors have no values, and reading one would
+break the graph): there the ops call them from inside a ``torch.library`` custom op,
+which runs with the real tensors when the compiled graph runs (e.g.
+``fastlocal.roi_align_1d``'s ``fastlocal::roi_align_1d_check_rois``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -80,7 +83,14 @@ def real(name: str, value: object, *, low: float | None = None, high: float | No
     """Check that ``value`` is a finite real number inside the given interval; return it as float."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    value = float(value)
+    given = value
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond the float range (10**400): not a finite number
+        value = float("inf") if given > 0 else float("-inf")
+        given = f"an int of about 10**{int(abs(given).bit_length() * math.log10(2))}"
+    else:
+        given = value
     bad = value != value or value in (float("inf"), float("-inf"))
     if low is not None:
         bad = bad or value < low or (low_open and value == low)
@@ -90,7 +100,7 @@ def real(name: str, value: object, *, low: float | None = None, high: float | No
         lo = "(" if low_open else "["
         hi = ")" if high_open else "]"
         interval = f"{lo}{'-inf' if low is None else low}, {'inf' if high is None else high}{hi}"
-        raise ValueError(f"{name} must be a finite number in {interval}, got {value}")
+        raise ValueError(f"{name} must be a finite number in {interval}, got {given}")
     return value
 
 
@@ -101,5 +111,9 @@ def choice(name: str, value: object, options: Sequence[str]) -> str:
 
 
 def checking_values() -> bool:
-    """Value checks (reading tensor contents) run only outside ``torch.compile`` tracing."""
+    """True outside ``torch.compile`` tracing, where value checks (reading tensor contents) can run inline.
+
+    While tracing it is False: the op must move its value checks into a custom op (see
+    the module docstring) or they would not run at all in the compiled graph.
+    """
     return not torch.compiler.is_compiling()

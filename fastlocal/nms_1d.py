@@ -3,6 +3,11 @@
 Conventions (all backends): candidates are visited by decreasing score, equal scores
 in index order; IoU of ``[start, end]`` intervals, 0 when the union is empty; hard NMS
 suppresses IoU strictly greater than the threshold (torchvision's rule).
+
+Every op refuses NaN / inf in ``segments`` or ``scores`` and a segment with start > end
+(``ValueError``), eagerly and under ``torch.compile`` (there the checks run inside the
+custom op ``fastlocal::nms_1d_check_detections``, with the eager messages). ``meta``
+tensors are refused: the output length depends on the values.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ IMPLEMENTED = ("cuda", "cpu", "reference")  # nms_1d, batched_nms_1d
 SOFT_NMS_IMPLEMENTED = ("reference",)  # soft_nms_1d: its loop is sequential by nature
 
 
-def _check_detections(segments: object, scores: object) -> torch.device:
+def _check_detections(op: str, segments: object, scores: object) -> tuple[torch.device, torch.Tensor, torch.Tensor]:
+    """Check the detections; return their device and (segments, scores) in the common dtype."""
     check.tensor("segments", segments, ndim=2)
     check.tensor("scores", scores, ndim=1)
     if segments.shape[1] != 2:
@@ -26,12 +32,45 @@ def _check_detections(segments: object, scores: object) -> torch.device:
         raise ValueError(f"scores must have shape [N] = [{segments.shape[0]}] to match segments, "
                          f"got {tuple(scores.shape)}")
     device = check.same_device(segments=segments, scores=scores)
-    if check.checking_values() and segments.numel():
+    if device.type == "meta":
+        raise ValueError(f"segments and scores are on the meta device, which holds no values: {op} reads them "
+                         "(its output length depends on them); pass CPU or CUDA tensors")
+    dtype = _common_dtype(segments, scores)
+    if check.checking_values():
+        check_detection_values(segments, scores)
+        return device, segments.to(dtype), scores.to(dtype)
+    # Traced by torch.compile: the same checks, run by the compiled graph.
+    segments, scores = _check_detections_op(segments, scores, dtype == torch.float64)
+    return device, segments, scores
+
+
+def check_detection_values(segments: torch.Tensor, scores: torch.Tensor) -> None:
+    """``ValueError`` for NaN / inf in ``segments`` or ``scores``, or a row with start > end."""
+    if segments.numel():
         if not (torch.isfinite(segments).all() and torch.isfinite(scores).all()):
             raise ValueError("segments and scores must be finite (found NaN or inf)")
         if (segments[:, 1] < segments[:, 0]).any():
             raise ValueError("segments must satisfy start <= end in every row")
-    return device
+
+
+@torch.library.custom_op("fastlocal::nms_1d_check_detections", mutates_args=())
+def _check_detections_op(
+    segments: torch.Tensor, scores: torch.Tensor, float64: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`check_detection_values` as a graph node: compiled code runs it with the real values.
+
+    Returns contiguous copies in the common dtype (a custom op may not return its inputs),
+    which the NMS consumes, so the node cannot be dropped from the graph.
+    """
+    check_detection_values(segments, scores)
+    dtype = torch.float64 if float64 else torch.float32
+    return segments.to(dtype, memory_format=torch.contiguous_format, copy=True), scores.to(dtype, copy=True)
+
+
+@_check_detections_op.register_fake
+def _(segments, scores, float64):
+    dtype = torch.float64 if float64 else torch.float32
+    return segments.new_empty(segments.shape, dtype=dtype), scores.new_empty(scores.shape, dtype=dtype)
 
 
 def _common_dtype(segments: torch.Tensor, scores: torch.Tensor) -> torch.dtype:
@@ -45,10 +84,8 @@ def nms_1d(
 
     Returns the int64 indices of the kept segments, by decreasing score.
     """
-    device = _check_detections(segments, scores)
+    device, segments, scores = _check_detections("nms_1d", segments, scores)
     iou_threshold = check.real("iou_threshold", iou_threshold, low=0.0, high=1.0)
-    dtype = _common_dtype(segments, scores)
-    segments, scores = segments.to(dtype), scores.to(dtype)
     name = resolve_backend("nms_1d", device, backend, IMPLEMENTED)
     if name == "reference":
         return reference.nms_1d(segments, scores, iou_threshold)
@@ -78,7 +115,7 @@ def batched_nms_1d(
 
     One ``nms_1d`` per class, merged by decreasing score (equal scores: lower index first).
     """
-    device = _check_detections(segments, scores)
+    device, segments, scores = _check_detections("batched_nms_1d", segments, scores)
     check.tensor("idxs", idxs, ndim=1, dtypes=check.INDEX_DTYPES)
     if idxs.shape[0] != segments.shape[0]:
         raise ValueError(f"idxs must have shape [N] = [{segments.shape[0]}], got {tuple(idxs.shape)}")
@@ -118,12 +155,10 @@ def soft_nms_1d(
     ``score_threshold``. Returns (indices in pick order, their decayed scores).
     Reference backend only so far: its loop is sequential by nature.
     """
-    device = _check_detections(segments, scores)
+    device, segments, scores = _check_detections("soft_nms_1d", segments, scores)
     sigma = check.real("sigma", sigma, low=0.0, low_open=True)
     iou_threshold = check.real("iou_threshold", iou_threshold, low=0.0, high=1.0)
     score_threshold = check.real("score_threshold", score_threshold)
     method = check.choice("method", method, ("gaussian", "linear"))
     resolve_backend("soft_nms_1d", device, backend, SOFT_NMS_IMPLEMENTED)
-    dtype = _common_dtype(segments, scores)
-    return reference.soft_nms_1d(segments.to(dtype), scores.to(dtype), sigma, iou_threshold, score_threshold,
-                                 method)
+    return reference.soft_nms_1d(segments, scores, sigma, iou_threshold, score_threshold, method)

@@ -13,11 +13,12 @@ checked against the oracles and the reference backend, also with hypothesis.
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 from backends import backend_params, device_of
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import fastlocal
@@ -261,3 +262,137 @@ def test_soft_nms_hand_case():
     # Everything below the threshold: nothing is picked.
     idx, dec = fastlocal.soft_nms_1d(segs, scores, score_threshold=0.95)
     assert idx.tolist() == [] and dec.shape == (0,)
+
+
+# ---- hardening (issue 21) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", ["nms", "batched", "soft"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_finite_and_reversed_detections_are_refused(op, backend):
+    if op == "soft" and backend != "reference":
+        pytest.skip("soft_nms_1d runs on the reference only")
+    dev = device_of(backend)
+    segments = torch.tensor([[0.0, 4.0], [1.0, 5.0], [8.0, 9.0]], device=dev)
+    scores = torch.tensor([0.9, 0.8, 0.7], device=dev)
+    classes = torch.tensor([0, 1, 0], device=dev)
+
+    def call(segs, sc):
+        if op == "nms":
+            return fastlocal.nms_1d(segs, sc, 0.5, backend=backend)
+        if op == "batched":
+            return fastlocal.batched_nms_1d(segs, sc, classes, 0.5, backend=backend)
+        return fastlocal.soft_nms_1d(segs, sc, backend=backend)
+
+    for bad in (math.nan, math.inf, -math.inf):
+        with pytest.raises(ValueError, match=r"segments and scores must be finite"):
+            call(segments, torch.tensor([0.9, bad, 0.7], device=dev))
+        with pytest.raises(ValueError, match=r"segments and scores must be finite"):
+            call(torch.tensor([[0.0, 4.0], [1.0, bad], [8.0, 9.0]], device=dev), scores)
+    with pytest.raises(ValueError, match=r"segments must satisfy start <= end"):
+        call(torch.tensor([[0.0, 4.0], [5.0, 1.0], [8.0, 9.0]], device=dev), scores)
+
+
+@pytest.mark.parametrize("threshold", [10**400, -(10**400)])
+def test_threshold_beyond_the_float_range_is_a_value_error(threshold):
+    segments, scores = torch.tensor([[0.0, 1.0]]), torch.tensor([0.5])
+    with pytest.raises(ValueError, match=r"iou_threshold must be a finite number in \[0.0, 1.0\], got an int of about "
+                                         r"10\*\*400"):
+        fastlocal.nms_1d(segments, scores, threshold)
+    with pytest.raises(ValueError, match=r"iou_threshold"):
+        fastlocal.batched_nms_1d(segments, scores, torch.tensor([0]), threshold)
+    with pytest.raises(ValueError, match=r"iou_threshold"):
+        fastlocal.soft_nms_1d(segments, scores, iou_threshold=threshold)
+    with pytest.raises(ValueError, match=r"sigma"):
+        fastlocal.soft_nms_1d(segments, scores, sigma=10**400)
+
+
+@pytest.mark.parametrize("op", ["nms_1d", "batched_nms_1d", "soft_nms_1d"])
+def test_meta_tensors_are_refused_clearly(op):
+    segments, scores = torch.empty(3, 2, device="meta"), torch.empty(3, device="meta")
+    args = {"nms_1d": (0.5,), "batched_nms_1d": (torch.zeros(3, dtype=torch.long, device="meta"), 0.5),
+            "soft_nms_1d": ()}[op]
+    with pytest.raises(ValueError, match=rf"segments and scores are on the meta device.*{op} reads them"):
+        getattr(fastlocal, op)(segments, scores, *args)
+
+
+@st.composite
+def nms_calls(draw):
+    """One nms_1d / batched_nms_1d call, valid or not: (segments, scores, classes, threshold, must, may).
+
+    Mixed dtypes, strided and stride-0 expanded views, NaN / +-inf and reversed segments,
+    thresholds out of range, non-finite, beyond the float range or of the wrong type.
+    """
+    must, may = set(), set()
+    rare = st.integers(0, 11).map(lambda k: k == 0)
+    n = draw(st.integers(0, 12))
+    coord = st.integers(0, 40).map(lambda q: q / 4)
+    rows = [sorted((draw(coord), draw(coord))) for _ in range(n)]
+    scores = [draw(st.integers(0, 5)) / 5 for _ in range(n)]
+    for i in range(n):
+        if draw(rare):
+            kind = draw(st.sampled_from(["score", "start", "end", "reversed"]))
+            if kind == "score":
+                scores[i] = draw(st.sampled_from([math.nan, math.inf, -math.inf]))
+                must.add("scores")
+            elif kind == "reversed":
+                if rows[i][0] != rows[i][1]:
+                    rows[i] = rows[i][::-1]
+                    must.add("segments")
+            else:
+                rows[i][0 if kind == "start" else 1] = draw(st.sampled_from([math.nan, math.inf, -math.inf]))
+                must.add("segments")
+    floats = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+    segments = torch.tensor(rows, dtype=draw(st.sampled_from(floats))).reshape(n, 2)
+    scores = torch.tensor(scores, dtype=draw(st.sampled_from(floats)))
+    layout = draw(st.sampled_from(["contiguous", "strided", "expanded"]))
+    if layout == "strided":
+        wide = torch.zeros(n, 4, dtype=segments.dtype)
+        wide[:, ::2] = segments
+        segments = wide[:, ::2]
+        scores = torch.stack([scores, scores], dim=1)[:, 0]
+    elif layout == "expanded" and n:
+        segments, scores = segments[:1].expand(n, 2), scores[:1].expand(n)
+        may |= must
+        must.clear()  # only the first row remains
+    classes = torch.tensor([draw(st.integers(0, 3)) for _ in range(n)],
+                           dtype=draw(st.sampled_from([torch.int32, torch.int64])))
+    threshold = draw(st.sampled_from([0.0, 0.25, 0.5, 0.7, 1.0]))
+    if draw(rare):
+        threshold = draw(st.sampled_from([-0.1, 1.5, math.nan, math.inf, 10**400, "0.5", True]))
+        must.add("iou_threshold")
+    return segments, scores, classes, threshold, must, may
+
+
+def _nms_outcome(fn, *args, **kwargs) -> tuple[object, Exception | None]:
+    try:
+        return fn(*args, **kwargs).cpu().tolist(), None
+    except Exception as exc:  # compared below: same type and message on every backend
+        return None, exc
+
+
+@pytest.mark.parametrize("backend", OTHERS)
+@settings(settings.get_profile("ci"), max_examples=300)
+@given(call=nms_calls())
+def test_differential_sweep(backend, call):
+    """Random valid and invalid calls of nms_1d and batched_nms_1d: the backend keeps exactly the
+    reference's indices, or raises the reference's exception (type and message, naming the
+    offending argument). For invalid detections soft_nms_1d raises the same message too."""
+    segments, scores, classes, threshold, must, may = call
+    for op, args in (("nms_1d", ()), ("batched_nms_1d", (classes,))):
+        fn = getattr(fastlocal, op)
+        want, want_exc = _nms_outcome(fn, segments, scores, *args, threshold, backend="reference")
+        dev = device_of(backend)
+        got, got_exc = _nms_outcome(fn, *[t.to(dev) for t in (segments, scores, *args)], threshold, backend=backend)
+        if want_exc is None:
+            event(f"{op}: served")
+            assert not must, f"reference {op} accepted a call that is invalid in {must}"
+            assert got_exc is None and got == want, (got, got_exc, want)
+            continue
+        event(f"{op}: refused")
+        assert type(want_exc) in (ValueError, TypeError), repr(want_exc)
+        assert [name for name in must | may if re.search(rf"\b{name}\b", str(want_exc))], repr(want_exc)
+        assert got_exc is not None and (type(got_exc), str(got_exc)) == (type(want_exc), str(want_exc))
+    if "segments" in must or "scores" in must:
+        with pytest.raises(ValueError, match=r"segments"):
+            fastlocal.soft_nms_1d(segments, scores)
