@@ -177,14 +177,19 @@ def local_attention_probs(
     device = check.same_device(q=q, k=k, rows=rows, rpb=rpb, key_padding_mask=key_padding_mask)
     if rpb is not None:
         check.same_dtype(q=q, rpb=rpb)
-    if check.checking_values() and rows.numel() and (rows.min() < 0 or rows.max() >= T):
-        raise ValueError(f"rows must be in [0, {T}), got values in [{rows.min().item()}, {rows.max().item()}]")
+    if check.checking_values():  # under torch.compile, _local_attention_probs checks them when it runs
+        _check_rows(rows, T)
     name = resolve_backend("local_attention_probs", device, backend, IMPLEMENTED)
     if name == "reference":
         return reference.local_attention_probs(q, k, rows, win.left, win.right, win.edge, rpb, key_padding_mask, scale)
     rows = rows.long().expand(B, -1) if rows.dim() == 1 else rows.long()
     return _local_attention_probs(q, k, rows, rpb, key_padding_mask, win.left, win.right, win.edge == "shift", scale,
                                   name)
+
+
+def _check_rows(rows: torch.Tensor, T: int) -> None:
+    if rows.numel() and (rows.min() < 0 or rows.max() >= T):
+        raise ValueError(f"rows must be in [0, {T}), got values in [{rows.min().item()}, {rows.max().item()}]")
 
 
 # ---- torch.library registration of the compiled kernels ---------------------------------
@@ -256,6 +261,7 @@ def _local_attention_probs(
     q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor, rpb: torch.Tensor | None,
     key_padding_mask: torch.Tensor | None, left: int, right: int, shift: bool, scale: float, backend: str,
 ) -> torch.Tensor:
+    _check_rows(rows, q.shape[2])  # the eager check, also run when the op is called from a compiled graph
     return kernels(backend, "local_attention").local_attention_probs_forward(
         q, k, rows, rpb, key_padding_mask, left, right, shift, scale
     )
