@@ -278,24 +278,48 @@ class TUT(nn.Module):
 
         Args:
             x: features ``[B, T, input_dim]``; frames at or beyond a video's length are padding.
-            lengths: ``[B]`` int valid lengths (default: all ``T``).
+            lengths: ``[B]`` integer tensor (or list of ints) of valid lengths in ``[1, T]``
+                (default: all ``T``); floating-point lengths are refused, not truncated.
             encoder_rows: ``[B, R]`` rows of the first encoder layer (length ``T // 2`` per
                 video) whose attention probabilities to return, for the boundary-aware loss.
             decoder_rows: ``[B, R]`` rows of the last decoder layer (full length), likewise.
         Returns:
             :class:`TUTOutput` with ``logits [S, B, T, num_classes]``.
         """
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor of features [B, T, {self.config.input_dim}], "
+                            f"got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must hold floating-point features, got dtype {x.dtype} (convert with x.float())")
         if x.dim() != 3 or x.shape[-1] != self.config.input_dim:
             raise ValueError(f"x must be [B, T, {self.config.input_dim}], got shape {tuple(x.shape)}")
         B, T, _ = x.shape
+        if B < 1:
+            raise ValueError(f"x must hold at least one video (B >= 1), got shape {tuple(x.shape)}")
         if T < 1:
             raise ValueError(f"x must have at least one frame, got shape {tuple(x.shape)}")
+        weight = self.stages[0].in_proj.weight
+        if x.dtype != weight.dtype and not (
+            torch.is_autocast_enabled(x.device.type) and torch.float64 not in (x.dtype, weight.dtype)
+        ):
+            raise TypeError(f"x has dtype {x.dtype} but the model's parameters have dtype {weight.dtype}: cast x "
+                            f"(x.to({weight.dtype})) or the model (.to({x.dtype}))")
         if lengths is None:
             lengths = torch.full((B,), T, dtype=torch.long, device=x.device)
         else:
+            if isinstance(lengths, (list, tuple)) and all(
+                isinstance(n, int) and not isinstance(n, bool) for n in lengths
+            ):
+                lengths = torch.tensor(lengths, dtype=torch.long)
+            if not isinstance(lengths, torch.Tensor):
+                raise TypeError(f"lengths must be an integer tensor [B] (or a list of ints), got "
+                                f"{type(lengths).__name__}: {lengths!r}"[:300])
+            if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+                raise TypeError(f"lengths must hold integer frame counts, got dtype {lengths.dtype} "
+                                f"({lengths.tolist()})"[:300])
             lengths = lengths.to(device=x.device, dtype=torch.long)
             if lengths.shape != (B,) or int(lengths.min()) < 1 or int(lengths.max()) > T:
-                raise ValueError(f"lengths must be [B] = [{B}] with values in [1, {T}], got {lengths.tolist()}")
+                raise ValueError(f"lengths must be [B] = [{B}] with values in [1, {T}], got {lengths.tolist()}"[:300])
         per_level = level_lengths(lengths.cpu(), self.config.num_layers)
         sizes = [T]
         for _ in range(self.config.num_layers):
