@@ -12,6 +12,7 @@ Inductor's code generation. Sizes are tiny: compile time dominates.
 from __future__ import annotations
 
 import importlib
+import math
 import shutil
 
 import pytest
@@ -252,3 +253,133 @@ def test_opcheck_nms(dtype):
     scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5], dtype=dtype)
     _ok(torch.library.opcheck(torch.ops.fastlocal.nms_1d.default, (SEGMENTS.to(dtype), scores, 0.5, "cpu")))
     _ok(torch.library.opcheck(torch.ops.fastlocal.nms_1d.default, (SEGMENTS[:0].to(dtype), scores[:0], 0.5, "cpu")))
+
+
+# ---- value checks run inside the compiled graph (issue 21) -------------------------------------------
+# Checks that read tensor values cannot run while Dynamo traces (fake tensors): the ops call
+# them from custom ops (fastlocal::roi_align_1d_check_rois, fastlocal::nms_1d_check_detections,
+# and fastlocal::local_attention_probs itself for rows), which run with the real tensors. The
+# compiled function must raise what eager raises, message included. Inductor compiles C++
+# (slow): one case per op; aot_eager covers the backends.
+
+
+def _eager_error(fn, *args) -> ValueError:
+    with pytest.raises(ValueError) as info:
+        fn(*args)
+    return info.value
+
+
+BAD_ROIS = {
+    "batch-negative": torch.tensor([[-1.0, 1.0, 5.0]]),
+    "batch-fractional": torch.tensor([[0.5, 1.0, 5.0]]),
+    "batch-too-large": torch.tensor([[2.0, 1.0, 5.0]]),
+    "start-nan": torch.tensor([[0.0, math.nan, 5.0]]),
+    "end-inf": torch.tensor([[0.0, 1.0, math.inf]]),
+    "adaptive-too-long": torch.tensor([[0.0, 0.0, 1e12]]),
+    "float64-below-integer": torch.tensor([[1 - 1e-12, 1.0, 5.0]], dtype=torch.float64),
+}
+ROI_COMPILE_CASES = [("aot_eager", "cpu"), ("aot_eager", "reference"), ("aot_eager", "triton")]
+if COMPILER != "aot_eager":
+    ROI_COMPILE_CASES.append((COMPILER, "cpu"))
+
+
+@pytest.mark.parametrize(("compiler", "backend"), ROI_COMPILE_CASES)
+def test_roi_value_checks_run_compiled(compiler: str, backend: str):
+    if backend == "triton" and fastlocal.available_backends()["triton"] != "available":
+        pytest.skip(f"triton: {fastlocal.available_backends()['triton']}")
+    if backend == "triton" and torch.cuda.is_available():
+        pytest.skip("the CPU tensors of this test need Triton's interpreter")
+    x = torch.randn(2, 3, 12)
+
+    def fn(x, rois):
+        return fastlocal.roi_align_1d(x, rois, 4, backend=backend)
+
+    # The reference's adaptive sample count is read with .item(): a graph break, so no fullgraph.
+    compiled = torch.compile(fn, backend=compiler, fullgraph=backend != "reference")
+    good = torch.tensor([[1.0, 1.0, 5.0]])
+    torch.testing.assert_close(compiled(x, good), fn(x, good))
+    for name, rois in BAD_ROIS.items():
+        expected = _eager_error(fn, x, rois)
+        with pytest.raises(ValueError) as info:
+            compiled(x, rois)
+        assert str(info.value) == str(expected), name
+
+
+def test_roi_limits_and_rois_gradient_compiled():
+    """Shape-only checks raise while tracing (eager's ValueError without fullgraph); rois get no gradient."""
+    x = torch.randn(2, 3, 12, requires_grad=True)
+    rois = torch.tensor([[1.0, 1.0, 5.0]], requires_grad=True)
+    huge = torch.compile(lambda x, r: fastlocal.roi_align_1d(x, r, 2**40, sampling_ratio=1, backend="cpu"),
+                         backend="aot_eager")
+    with pytest.raises(ValueError, match="output_size=1099511627776"):
+        huge(x, rois)
+    compiled = torch.compile(lambda x, r: fastlocal.roi_align_1d(x, r, 4, sampling_ratio=2**40, backend="cpu"),
+                             backend="aot_eager")
+    with pytest.raises(ValueError, match="sampling_ratio must be <= 65536"):
+        compiled(x, rois)
+    torch._dynamo.reset()
+    compiled, _ = _compile(lambda x, r: fastlocal.roi_align_1d(x, r, 4, backend="cpu"), "aot_eager")
+    compiled(x, rois).sum().backward()
+    assert x.grad is not None and rois.grad is None
+
+
+NMS_COMPILE_CASES = [("aot_eager", "cpu"), ("aot_eager", "reference")]
+if COMPILER != "aot_eager":
+    NMS_COMPILE_CASES.append((COMPILER, "cpu"))
+
+
+@pytest.mark.parametrize(("compiler", "backend"), NMS_COMPILE_CASES)
+def test_nms_value_checks_run_compiled(compiler: str, backend: str):
+    def fn(segments, scores):
+        return fastlocal.nms_1d(segments, scores, 0.5, backend=backend)
+
+    def batched(segments, scores):
+        return fastlocal.batched_nms_1d(segments, scores, torch.tensor([0, 1, 0, 1, 0]), 0.5, backend=backend)
+
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5])
+    bad = {
+        "score-nan": (SEGMENTS, torch.tensor([0.9, math.nan, 0.7, 0.6, 0.5])),
+        "score-inf": (SEGMENTS, torch.tensor([0.9, 0.8, math.inf, 0.6, 0.5])),
+        "segment-nan": (SEGMENTS.clone().index_put_((torch.tensor([1]), torch.tensor([0])), torch.tensor(math.nan)),
+                        scores),
+        "end-before-start": (SEGMENTS[:, [1, 0]], scores),
+    }
+    # The reference's greedy loop reads values (graph breaks): fullgraph for the kernel only.
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
+        for op in (fn, batched) if compiler == "aot_eager" else (fn,):
+            compiled = torch.compile(op, backend=compiler, fullgraph=op is fn and backend == "cpu")
+            assert compiled(SEGMENTS, scores).tolist() == op(SEGMENTS, scores).tolist()
+            for name, (segments, values) in bad.items():
+                expected = _eager_error(op, segments, values)
+                with pytest.raises(ValueError) as info:
+                    compiled(segments, values)
+                assert str(info.value) == str(expected), name
+            torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("compiler", sorted({"aot_eager", COMPILER}))
+def test_local_attention_probs_rows_checked_compiled(compiler: str):
+    q, k, _ = _qkv()
+
+    def fn(q, k, rows):
+        return fastlocal.local_attention_probs(q, k, rows, 3, backend="cpu")
+
+    compiled = torch.compile(fn, backend=compiler, fullgraph=True)
+    rows = torch.tensor([0, 3, 6])
+    torch.testing.assert_close(compiled(q, k, rows), fn(q, k, rows))
+    for bad in (torch.tensor([0, 3, 7]), torch.tensor([-1, 3, 6]), torch.tensor([[0, 3, 7], [0, 1, 2]])):
+        expected = _eager_error(fn, q, k, bad)
+        with pytest.raises(ValueError) as info:
+            compiled(q, k, bad)
+        assert str(info.value) == str(expected)
+
+
+def test_opcheck_check_ops():
+    """The value-check ops are proper custom ops: fake impls agree with the real ones, no aliasing."""
+    for rois in (ROIS, ROIS.double(), ROIS.half(), ROIS[:0], torch.zeros(4, 6)[:, ::2]):
+        for float64 in (False, True):
+            _ok(torch.library.opcheck(torch.ops.fastlocal.roi_align_1d_check_rois.default, (rois, 2, 4, 0, float64)))
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5])
+    for segments, values, float64 in ((SEGMENTS, scores, False), (SEGMENTS.half(), scores.double(), True),
+                                      (SEGMENTS[:0], scores[:0], False)):
+        _ok(torch.library.opcheck(torch.ops.fastlocal.nms_1d_check_detections.default, (segments, values, float64)))
