@@ -11,7 +11,9 @@ which runs with the real tensors when the compiled graph runs (e.g.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from collections.abc import Sequence
 
 import torch
@@ -117,3 +119,34 @@ def checking_values() -> bool:
     the module docstring) or they would not run at all in the compiled graph.
     """
     return not torch.compiler.is_compiling()
+
+
+def fits_in_memory(name: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device, what: str) -> None:
+    """Refuse a tensor of ``shape`` larger than its device's memory, before allocating anything,
+    naming the argument ``name`` that asked for it (``what`` says which tensor it is)."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    limit = _memory_bytes(device.type, device.index)
+    if nbytes > limit:
+        raise ValueError(f"{name} asks for {what} = {list(shape)} of {nbytes / 2**30:.4g} GiB ({dtype}), more than "
+                         f"the {limit / 2**30:.4g} GiB of memory of the {device.type} device")
+
+
+@functools.cache
+def _total_memory(device_type: str, index: int | None) -> int:
+    unbounded = 2**63 - 1
+    if device_type == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):  # no sysconf (Windows): numel's own limit only
+            return unbounded
+    if device_type == "cuda":
+        return torch.cuda.get_device_properties(torch.cuda.current_device() if index is None else index).total_memory
+    return unbounded  # meta and others: nothing is allocated
+
+
+def _memory_bytes(device_type: str, index: int | None) -> int:
+    """Bytes of memory of a device; a constant for Dynamo (like ``_dispatch._missing``)."""
+    return _total_memory(device_type, index)
+
+
+_memory_bytes._dynamo_marked_constant = True

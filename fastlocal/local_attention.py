@@ -31,6 +31,12 @@ class Window:
         """Entries per head of the relative position bias table."""
         return self.size if self.edge == "clip" else 2 * self.size - 1
 
+    def clamped(self, T: int) -> Window:
+        """The same band over T frames with ``left, right <= T - 1``: a window wider than the sequence
+        is full attention (or the clipped band), and no kernel ever sees an offset beyond T. Only
+        valid without a bias table, whose layout depends on the unclamped window."""
+        return Window(min(self.left, T - 1), min(self.right, T - 1), self.edge)
+
 
 def resolve_window(window: int, window_left: int | None, window_right: int | None, edge: str) -> Window:
     """Validate the window arguments and return the resolved :class:`Window`."""
@@ -126,6 +132,8 @@ def local_attention(
                          f"got {tuple(v.shape)}")
     win = resolve_window(window, window_left, window_right, edge)
     scale = _check_common(q, win, rpb, key_padding_mask, scale)
+    if rpb is None:  # with a table, its shape (checked above) bounds the window
+        win = win.clamped(q.shape[2])
     dropout_p = check.real("dropout_p", dropout_p, low=0.0, high=1.0, high_open=True)
     device = check.same_device(q=q, k=k, v=v, rpb=rpb, key_padding_mask=key_padding_mask)
     if rpb is not None:
@@ -175,6 +183,9 @@ def local_attention_probs(
     win = resolve_window(window, window_left, window_right, edge)
     scale = _check_common(q, win, rpb, key_padding_mask, scale)
     device = check.same_device(q=q, k=k, rows=rows, rpb=rpb, key_padding_mask=key_padding_mask)
+    # the output is laid out by window offset, so the window sets its width: refuse what cannot exist
+    check.fits_in_memory("window", (B, q.shape[1], rows.shape[-1], win.size), q.dtype, device,
+                         "an output [B, H, R, window_left + window_right + 1]")
     if rpb is not None:
         check.same_dtype(q=q, rpb=rpb)
     if check.checking_values():  # under torch.compile, _local_attention_probs checks them when it runs

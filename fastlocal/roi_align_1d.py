@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import os
-
 import torch
 
 from . import _validate as check
@@ -87,7 +84,8 @@ def roi_align_1d(
         raise TypeError(f"aligned must be a bool, got {type(aligned).__name__}")
     device = check.same_device(input=input, rois=rois)
     batch, channels = input.shape[0], input.shape[1]
-    _check_output_fits(rois.shape[0], channels, output_size, input.dtype, device)
+    check.fits_in_memory("output_size", (rois.shape[0], channels, output_size), input.dtype, device,
+                         "an output [N, C, output_size]")
     acc = torch.float64 if input.dtype == torch.float64 else torch.float32
     rois = rois.detach()  # no gradient to rois, on every backend (see the docstring)
     if device.type == "meta":  # shapes only: no values to check or compute with
@@ -152,37 +150,6 @@ def _check_rois_op(
 @_check_rois_op.register_fake
 def _(rois, batch, output_size, sampling_ratio, float64):
     return rois.new_empty(rois.shape, dtype=torch.float64 if float64 else torch.float32)
-
-
-def _check_output_fits(n_rois: int, channels: int, output_size: int, dtype: torch.dtype, device: torch.device) -> None:
-    """Refuse an ``[N, C, P]`` output larger than its device's memory, before allocating anything."""
-    nbytes = n_rois * channels * output_size * dtype.itemsize
-    limit = _memory_bytes(device.type, device.index)
-    if nbytes > limit:
-        raise ValueError(f"output_size={output_size} asks for an output [N, C, output_size] = "
-                         f"[{n_rois}, {channels}, {output_size}] of {nbytes / 2**30:.4g} GiB ({dtype}), more than "
-                         f"the {limit / 2**30:.4g} GiB of memory of the {device.type} device")
-
-
-@functools.cache
-def _total_memory(device_type: str, index: int | None) -> int:
-    unbounded = 2**63 - 1
-    if device_type == "cpu":
-        try:
-            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (AttributeError, ValueError, OSError):  # no sysconf (Windows): numel's own limit only
-            return unbounded
-    if device_type == "cuda":
-        return torch.cuda.get_device_properties(torch.cuda.current_device() if index is None else index).total_memory
-    return unbounded  # meta and others: nothing is allocated
-
-
-def _memory_bytes(device_type: str, index: int | None) -> int:
-    """Bytes of memory of a device; a constant for Dynamo (like ``_dispatch._missing``)."""
-    return _total_memory(device_type, index)
-
-
-_memory_bytes._dynamo_marked_constant = True
 
 
 @torch.library.custom_op("fastlocal::roi_align_1d", mutates_args=())
