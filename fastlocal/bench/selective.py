@@ -171,9 +171,12 @@ class Selective(Suite):
     op = "selective"
     config_type = Config
     configs = (CONFIG,)
-    # 8 clips of 8x32x32 (16 tokens) through 2 blocks of the same width: one step of the suite's
-    # 32 clips of 196 tokens through 12 blocks takes ~7.5 s on 2 cores, per method and round.
-    quick_configs = (dataclasses.replace(CONFIG, clips=8, size=32, depth=2),)
+    # 16 clips of 8x64x64 (64 tokens) through 2 blocks of the same width (one step of the suite's 32 clips
+    # of 196 tokens through 12 blocks takes ~7.5 s on 2 cores, per method and round). Enough activations
+    # that full backprop's peak is mostly theirs, as at full size: 42 MB against selective-0.1's 6 MB on
+    # the 2-core VM. (8 clips of 8x32x32 made parameters and optimizer state most of the peak, and
+    # selective-0.1 peaked higher than full backprop: 5.1 against 4.7 MB.)
+    quick_configs = (dataclasses.replace(CONFIG, clips=16, size=64, depth=2),)
     tiny_configs = (Config(clips=4, frames=2, size=16, tubelet=(2, 8, 8), dim=16, depth=1, heads=2),)
     methods = METHODS
     modes = ("forward_backward",)
