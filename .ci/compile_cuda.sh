@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Compile every csrc/cuda/*.cu with nvcc for sm_80 and sm_90 (DESIGN.md "CUDA sources must
+# Compile every csrc/cuda/*.cu with nvcc for sm_80 and sm_90 (docs/design.md "CUDA sources must
 # compile without a CUDA build of torch"): CI has nvcc but no GPU and a CPU-only torch,
 # so this is how the CUDA kernels are checked there. Then syntax-check the torch glue
 # csrc/bindings/cuda*.cpp against the CPU torch's c10/cuda headers.

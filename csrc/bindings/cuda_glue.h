@@ -1,7 +1,7 @@
 // Shared half of the torch-facing CUDA glue (csrc/bindings/cuda_<op>.cpp): dtype mapping,
 // raw-pointer access, device checks, and the declarations bound into fastlocal._C_cuda by
 // csrc/bindings/cuda.cpp. Built only when torch has CUDA; the kernels themselves live in
-// csrc/cuda/*.cu behind plain launchers (DESIGN.md "CUDA sources must compile without a
+// csrc/cuda/*.cu behind plain launchers (docs/design.md "CUDA sources must compile without a
 // CUDA build of torch"). Signatures are csrc/common/op_declarations.inc, shared with the CPU kernels.
 #pragma once
 

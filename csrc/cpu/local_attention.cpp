@@ -1,6 +1,6 @@
 // Banded local attention on CPU: the ATen-facing glue of the kernels in
 // local_attention_kernel.h (argument checks, dtype conversion, allocation, the runtime
-// choice of instruction set, OpenMP over tasks, and the deterministic reductions).
+// choice of instruction set (isa.h), OpenMP over tasks, and the deterministic reductions).
 // Semantics: fastlocal/reference/local_attention.py.
 #include <ATen/Parallel.h>
 
@@ -9,8 +9,9 @@
 #include <vector>
 
 #include "../common/local_attention_checks.h"
-#include "local_attention.h"
 #include "isa.h"
+#include "local_attention.h"
+#include "local_attention_kernel.h"
 #include "ops.h"
 
 namespace fastlocal::cpu {
@@ -111,10 +112,9 @@ std::tuple<at::Tensor, at::Tensor> local_attention_forward(const at::Tensor& q_,
     auto p = make_params<scalar_t>(s, q, k, v, rpb, pad, left, right, shift, scale, dropout_p, seed);
     p.out = out.mutable_data_ptr<scalar_t>();
     p.lse = lse.mutable_data_ptr<scalar_t>();
-    const bool avx2 = use_avx2();
+    const Isa isa = cpu_isa();
     run_tasks(p, false, [&](int64_t t0, int64_t t1, scalar_t* scratch) {
-      if (avx2) la::avx2::forward(p, t0, t1, scratch);
-      else la::baseline::forward(p, t0, t1, scratch);
+      run_for_isa(isa, [&] { la::forward(p, t0, t1, scratch); });
     });
   });
   return {out.to(q_.scalar_type()), lse};
@@ -148,10 +148,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> local_attention_backw
     at::Tensor partial_buffer = at::empty({p.tasks() * p.n_bias}, q.options());
     scalar_t* halo = halo_buffer.mutable_data_ptr<scalar_t>();
     scalar_t* partial = partial_buffer.mutable_data_ptr<scalar_t>();
-    const bool avx2 = use_avx2();
+    const Isa isa = cpu_isa();
     run_tasks(p, true, [&](int64_t t0, int64_t t1, scalar_t* scratch) {
-      if (avx2) la::avx2::backward(p, t0, t1, scratch, halo, partial);
-      else la::baseline::backward(p, t0, t1, scratch, halo, partial);
+      run_for_isa(isa, [&] { la::backward(p, t0, t1, scratch, halo, partial); });
     });
     merge_backward(p, halo, partial, drpb.defined() ? drpb.mutable_data_ptr<scalar_t>() : nullptr);
   });

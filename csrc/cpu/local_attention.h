@@ -1,11 +1,6 @@
-// Banded local attention on CPU: the plain interface between the ATen glue
-// (local_attention.cpp) and the ISA-specific kernels (local_attention_kernel.h,
-// compiled once per instruction set by local_attention_isa_*.cpp).
-//
-// This header is deliberately free of ATen / std templates: the kernels it declares
-// are compiled with extra target flags, and any inline template they shared with the
-// rest of the library could be emitted with those instructions and picked by the
-// linker for code that must run on every x86-64.
+// Banded local attention on CPU: what the ATen glue (local_attention.cpp) and the kernels
+// (local_attention_kernel.h) share: the parameters of a call, its split into tasks, and
+// the layout of a thread's scratch.
 #pragma once
 
 #include <cstdint>
@@ -108,26 +103,5 @@ struct Layout {
     size = at;
   }
 };
-
-// Kernels over tasks [t0, t1). Task t covers batch-head t / chunks() and query rows
-// [c * chunk, (c + 1) * chunk) with c = t % chunks().
-//   forward:  out, lse.
-//   backward: dq; dk/dv rows the task owns (its own query rows); contributions to
-//             other rows go to halo + t * halo_stride(); the task's partial rpb
-//             gradient goes to drpb_partial + t * n_bias. merge_backward() then adds
-//             both in task order, so the result is independent of the thread count.
-#define FASTLOCAL_DECLARE_KERNELS(ISA)                                                               \
-  namespace ISA {                                                                                    \
-  void forward(const Params<float>& p, int64_t t0, int64_t t1, float* scratch);                     \
-  void forward(const Params<double>& p, int64_t t0, int64_t t1, double* scratch);                   \
-  void backward(const Params<float>& p, int64_t t0, int64_t t1, float* scratch, float* halo,        \
-                float* drpb_partial);                                                                \
-  void backward(const Params<double>& p, int64_t t0, int64_t t1, double* scratch, double* halo,     \
-                double* drpb_partial);                                                               \
-  }  // namespace ISA
-
-FASTLOCAL_DECLARE_KERNELS(baseline)
-FASTLOCAL_DECLARE_KERNELS(avx2)
-#undef FASTLOCAL_DECLARE_KERNELS
 
 }  // namespace fastlocal::cpu::local_attention

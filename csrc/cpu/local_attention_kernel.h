@@ -1,9 +1,5 @@
-// Banded local attention kernels, written once and compiled per instruction set.
-//
-// Included only by local_attention_isa_*.cpp, *after* their `#pragma GCC target` and
-// inside `namespace fastlocal::cpu::local_attention::<isa>`. Everything here has
-// internal linkage except forward() / backward(), so no code built for one ISA can
-// leak into another. All standard headers are included by the .cpp before the pragma.
+// Banded local attention kernels, written once and compiled per instruction set: the glue
+// (local_attention.cpp) calls forward() / backward() inside run_for_isa (isa.h).
 //
 // Algorithm (flash-attention style, per task = one batch-head x `chunk` query rows):
 //   * the task's keys (a contiguous slice: windows are monotone in i) are transposed
@@ -18,65 +14,37 @@
 //     dk/dv rows the task owns, and its contributions to neighbouring rows (halo) and to
 //     the bias table (partial), which the glue adds in task order: no atomics, no races,
 //     bitwise reproducible for any thread count.
+#pragma once
 
-namespace {
+#include <cmath>
+#include <cstdint>
 
-template <typename T>
-struct Vec;
-template <>
-struct Vec<float> {
-  // aligned(4) + may_alias: unaligned loads/stores of 8 floats through a float pointer.
-  typedef float type __attribute__((vector_size(32), aligned(4), may_alias));
-  typedef int32_t mask __attribute__((vector_size(32)));
-  static constexpr int width = 8;
-};
-template <>
-struct Vec<double> {
-  typedef double type __attribute__((vector_size(32), aligned(8), may_alias));
-  typedef int64_t mask __attribute__((vector_size(32)));
-  static constexpr int width = 4;
-};
+#include "../common/dropout_hash.h"
+#include "local_attention.h"
+#include "vec.h"
 
-template <typename T>
-using vec_t = typename Vec<T>::type;
+namespace fastlocal::cpu::local_attention {
 
-template <typename T>
-inline vec_t<T> load(const T* p) { return *reinterpret_cast<const vec_t<T>*>(p); }
-template <typename T>
-inline void store(T* p, vec_t<T> v) { *reinterpret_cast<vec_t<T>*>(p) = v; }
-template <typename T>
-inline vec_t<T> splat(T x) { return vec_t<T>{} + x; }
-
-template <typename T>
-inline vec_t<T> iota() {
-  vec_t<T> v{};
-  for (int l = 0; l < Vec<T>::width; ++l) v[l] = T(l);
-  return v;
-}
-
-template <typename T>
-inline T hsum(vec_t<T> v) {
-  T s = 0;
-  for (int l = 0; l < Vec<T>::width; ++l) s += v[l];
-  return s;
-}
-
-template <typename T>
-inline T hmax(vec_t<T> v) {
-  T m = v[0];
-  for (int l = 1; l < Vec<T>::width; ++l) m = v[l] > m ? v[l] : m;
-  return m;
-}
+using simd::ceil_to;
+using simd::hmax;
+using simd::hsum;
+using simd::iota;
+using simd::ivec;
+using simd::kLanes;
+using simd::splat;
+using simd::vec;
+using simd::vexp;
+using simd::vload;
+using simd::vstore;
 
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
-inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // exp of 8 floats as 2^(x log2 e): round-to-nearest split t = n + f (|f| <= 1/2) with the
 // 1.5 * 2^23 trick, 2^f by its degree-6 Taylor polynomial (relative error < 2e-7), and
 // 2^n added to the exponent bits. Lanes holding -inf (masked scores) give exactly 0.
-inline vec_t<float> vexp(vec_t<float> x) {
-  using V = vec_t<float>;
-  using I = Vec<float>::mask;
+inline vec<float> vexp(vec<float> x) {
+  using V = vec<float>;
+  using I = ivec<float>;
   const I masked = x == splat<float>(-__builtin_inff());
   x = x > splat(-87.0f) ? x : splat(-87.0f);
   x = x < splat(88.0f) ? x : splat(88.0f);
@@ -100,35 +68,19 @@ inline vec_t<float> vexp(vec_t<float> x) {
 inline float log_of(float x) { return ::logf(x); }  // the double log was 8% of the forward
 inline double log_of(double x) { return ::log(x); }
 
-// float64 is the gradcheck path: exactness over speed.
-inline vec_t<double> vexp(vec_t<double> x) {
-  for (int l = 0; l < Vec<double>::width; ++l) x[l] = ::exp(x[l]);
-  return x;
-}
-
-// The counter-based dropout hash of fastlocal/reference/dropout.py (lowbias32).
-inline uint32_t hash32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7FEB352Du;
-  x ^= x >> 15;
-  x *= 0x846CA68Bu;
-  x ^= x >> 16;
-  return x;
-}
-
+// The counter-based dropout of fastlocal/reference/dropout.py (csrc/common/dropout_hash.h),
+// with the key of batch-head bh computed once per task.
 struct Dropout {
   uint32_t threshold = 0;  // keep when hash >= threshold
   uint32_t head_key = 0;   // hash(hash(bh) ^ seed)
 
   Dropout(double p, uint32_t seed, int64_t bh) {
-    if (p <= 0.0) return;
-    const double t = p * 4294967296.0;
-    threshold = t >= 4294967295.0 ? 4294967295u : uint32_t(t);
-    head_key = hash32(hash32(uint32_t(bh)) ^ seed);
+    threshold = dropout::keep_threshold(p);
+    if (p > 0.0) head_key = dropout::head_key(seed, bh);
   }
   bool active() const { return threshold != 0; }
-  uint32_t row_key(int64_t i) const { return hash32(head_key ^ uint32_t(i)); }
-  bool keep(uint32_t row_key, int64_t j) const { return hash32(row_key ^ uint32_t(j)) >= threshold; }
+  uint32_t row_key(int64_t i) const { return dropout::row_key(head_key, i); }
+  bool keep(uint32_t row_key, int64_t j) const { return dropout::kept(row_key, j, threshold); }
 };
 
 // out[r][j] = sum_d a[r][d] * bt[d][j] for r < kRows, j < n (rounded up to 2 vectors).
@@ -136,20 +88,20 @@ struct Dropout {
 // used by the 4 rows of the tile, which keeps the loop FMA-bound.
 template <typename T, int NV>
 inline void tile_scores_step(const T* const* a, int64_t dims, const T* col, int64_t ld_bt, T* out, int64_t ld_out) {
-  constexpr int W = Vec<T>::width;
+  constexpr int W = kLanes<T>;
   constexpr int R = Layout::kRows;
-  using V = vec_t<T>;
+  using V = vec<T>;
   V acc[R][NV] = {};
   for (int64_t d = 0; d < dims; ++d) {
     V b[NV];
-    for (int v = 0; v < NV; ++v) b[v] = load(col + d * ld_bt + v * W);
+    for (int v = 0; v < NV; ++v) b[v] = vload(col + d * ld_bt + v * W);
     for (int r = 0; r < R; ++r) {
       const T x = a[r][d];
       for (int v = 0; v < NV; ++v) acc[r][v] += x * b[v];
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < NV; ++v) store(out + r * ld_out + v * W, acc[r][v]);
+    for (int v = 0; v < NV; ++v) vstore(out + r * ld_out + v * W, acc[r][v]);
 }
 
 // out[r][j] = sum_d a[r][d] * bt[d][j] for r < kRows, j < n (rounded up to a vector).
@@ -158,7 +110,7 @@ inline void tile_scores_step(const T* const* a, int64_t dims, const T* col, int6
 // which keeps the loop FMA-bound.
 template <typename T>
 void tile_scores(const T* const* a, int64_t dims, const T* bt, int64_t ld_bt, int64_t n, T* out, int64_t ld_out) {
-  constexpr int W = Vec<T>::width;
+  constexpr int W = kLanes<T>;
   int64_t j = 0;
   for (; j + 2 * W < n; j += 3 * W) tile_scores_step<T, 3>(a, dims, bt + j, ld_bt, out + j, ld_out);
   if (j + W < n) tile_scores_step<T, 2>(a, dims, bt + j, ld_bt, out + j, ld_out);
@@ -169,14 +121,14 @@ void tile_scores(const T* const* a, int64_t dims, const T* bt, int64_t ld_bt, in
 template <typename T>
 void tile_combine(const T* w, int64_t ld_w, int64_t n, const T* m, int64_t ld_m, int64_t dims, T* out,
                   int64_t ld_out) {
-  constexpr int W = Vec<T>::width;
+  constexpr int W = kLanes<T>;
   constexpr int R = Layout::kRows;
-  using V = vec_t<T>;
+  using V = vec<T>;
   int64_t c = 0;
   for (; c + 2 * W <= dims; c += 2 * W) {
     V acc[R][2] = {};
     for (int64_t j = 0; j < n; ++j) {
-      const V m0 = load(m + j * ld_m + c), m1 = load(m + j * ld_m + c + W);
+      const V m0 = vload(m + j * ld_m + c), m1 = vload(m + j * ld_m + c + W);
       for (int r = 0; r < R; ++r) {
         const T x = w[r * ld_w + j];
         acc[r][0] += x * m0;
@@ -184,8 +136,8 @@ void tile_combine(const T* w, int64_t ld_w, int64_t n, const T* m, int64_t ld_m,
       }
     }
     for (int r = 0; r < R; ++r) {
-      store(out + r * ld_out + c, acc[r][0]);
-      store(out + r * ld_out + c + W, acc[r][1]);
+      vstore(out + r * ld_out + c, acc[r][0]);
+      vstore(out + r * ld_out + c + W, acc[r][1]);
     }
   }
   for (; c < dims; ++c) {
@@ -203,18 +155,18 @@ void tile_combine(const T* w, int64_t ld_w, int64_t n, const T* m, int64_t ld_m,
 template <typename T, int NV>
 inline void tile_scatter_cols(const T* w, int64_t ld_w, int64_t n, const T* const* a, int64_t c, T* m,
                               int64_t ld_m) {
-  constexpr int W = Vec<T>::width;
+  constexpr int W = kLanes<T>;
   constexpr int R = Layout::kRows;
-  using V = vec_t<T>;
+  using V = vec<T>;
   V av[R][NV];
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < NV; ++v) av[r][v] = load(a[r] + c + v * W);
+    for (int v = 0; v < NV; ++v) av[r][v] = vload(a[r] + c + v * W);
   for (int64_t j = 0; j < n; ++j) {
     T* row = m + j * ld_m + c;
     for (int v = 0; v < NV; ++v) {
-      V acc = load(row + v * W);
+      V acc = vload(row + v * W);
       for (int r = 0; r < R; ++r) acc += w[r * ld_w + j] * av[r][v];
-      store(row + v * W, acc);
+      vstore(row + v * W, acc);
     }
   }
 }
@@ -223,7 +175,7 @@ inline void tile_scatter_cols(const T* w, int64_t ld_w, int64_t n, const T* cons
 // tile_combine: the backward's dk / dv accumulation into the task's key rows).
 template <typename T>
 void tile_scatter(const T* w, int64_t ld_w, int64_t n, const T* const* a, int64_t dims, T* m, int64_t ld_m) {
-  constexpr int W = Vec<T>::width;
+  constexpr int W = kLanes<T>;
   int64_t c = 0;
   for (; c + 2 * W <= dims; c += 2 * W) tile_scatter_cols<T, 2>(w, ld_w, n, a, c, m, ld_m);
   for (; c + W <= dims; c += W) tile_scatter_cols<T, 1>(w, ld_w, n, a, c, m, ld_m);
@@ -257,7 +209,7 @@ struct Task {
     const T* base = src + (bh * p.length + key_begin) * dims;
     const int64_t n = keys();
     int64_t j0 = 0, d0 = 0;
-    if constexpr (Vec<T>::width == 8) {  // 8 x 8 blocks through registers (a scalar copy was 8% of the forward)
+    if constexpr (kLanes<T> == 8) {  // 8 x 8 blocks through registers (a scalar copy was 8% of the forward)
       for (; j0 + 8 <= n; j0 += 8)
         for (d0 = 0; d0 + 8 <= dims; d0 += 8)
           transpose8x8(base + j0 * dims + d0, dims, factor, dst + d0 * lay.ld_keys + j0);
@@ -273,10 +225,10 @@ struct Task {
   // dst[d][j] = src[j][d] * factor for an 8 x 8 block (rows of src `ld_src` apart, of dst
   // lay.ld_keys apart): unpack pairs, then quads, then halves.
   void transpose8x8(const T* src, int64_t ld_src, T factor, T* dst) const {
-    using V = vec_t<T>;
-    using M = typename Vec<T>::mask;
+    using V = vec<T>;
+    using M = ivec<T>;
     V r[8], t[8], u[8];
-    for (int k = 0; k < 8; ++k) r[k] = load(src + k * ld_src) * factor;
+    for (int k = 0; k < 8; ++k) r[k] = vload(src + k * ld_src) * factor;
     const M lo2 = {0, 8, 1, 9, 4, 12, 5, 13}, hi2 = {2, 10, 3, 11, 6, 14, 7, 15};
     const M lo4 = {0, 1, 8, 9, 4, 5, 12, 13}, hi4 = {2, 3, 10, 11, 6, 7, 14, 15};
     const M lo8 = {0, 1, 2, 3, 8, 9, 10, 11}, hi8 = {4, 5, 6, 7, 12, 13, 14, 15};
@@ -291,8 +243,8 @@ struct Task {
       }
     // u[k] (k < 4) holds dims k and k + 4 of keys 0-3 (lanes 0-3, 4-7); u[k + 4] of keys 4-7.
     for (int k = 0; k < 4; ++k) {
-      store(dst + k * lay.ld_keys, __builtin_shuffle(u[k], u[k + 4], lo8));
-      store(dst + (k + 4) * lay.ld_keys, __builtin_shuffle(u[k], u[k + 4], hi8));
+      vstore(dst + k * lay.ld_keys, __builtin_shuffle(u[k], u[k + 4], lo8));
+      vstore(dst + (k + 4) * lay.ld_keys, __builtin_shuffle(u[k], u[k + 4], hi8));
     }
   }
 
@@ -331,14 +283,14 @@ struct RowTile {
 // returns each row's max in row_max.
 template <typename T>
 void tile_logits(const Task<T>& task, const RowTile<T>& tile, T* s, T* row_max) {
-  constexpr int W = Vec<T>::width;
-  using V = vec_t<T>;
+  constexpr int W = kLanes<T>;
+  using V = vec<T>;
   const Params<T>& p = task.p;
   const Layout& lay = task.lay;
   tile_scores(tile.q, p.dim, task.scratch + lay.kt + (tile.key0 - task.key_begin), lay.ld_keys, tile.n, s,
               lay.ld_cols);
   const T* pen = task.scratch + lay.pen + (tile.key0 - task.key_begin);
-  const V lanes = iota<T>();
+  const V lanes = iota<vec<T>>();
   const V neg_inf = splat<T>(-__builtin_inf());
   for (int64_t r = 0; r < tile.count; ++r) {
     const int64_t i = tile.first + r;
@@ -349,11 +301,11 @@ void tile_logits(const Task<T>& task, const RowTile<T>& tile, T* s, T* row_max) 
     V m = neg_inf;
     for (int64_t jj = 0; jj < tile.n; jj += W) {
       const V idx = lanes + T(jj);
-      V x = load(row + jj);
-      if (p.rpb != nullptr) x += load(bias + jj);
-      if (p.pad != nullptr) x += load(pen + jj);
+      V x = vload(row + jj);
+      if (p.rpb != nullptr) x += vload(bias + jj);
+      if (p.pad != nullptr) x += vload(pen + jj);
       x = (idx >= lo) & (idx < hi) ? x : neg_inf;
-      store(row + jj, x);
+      vstore(row + jj, x);
       m = m > x ? m : x;
     }
     row_max[r] = hmax<T>(m);
@@ -364,11 +316,11 @@ void tile_logits(const Task<T>& task, const RowTile<T>& tile, T* s, T* row_max) 
 // logits and become 0); returns the row sum.
 template <typename T>
 T exp_row(T* row, int64_t n, T shift) {
-  constexpr int W = Vec<T>::width;
-  vec_t<T> sum{};
+  constexpr int W = kLanes<T>;
+  vec<T> sum{};
   for (int64_t jj = 0; jj < n; jj += W) {
-    const vec_t<T> e = vexp(load(row + jj) - shift);
-    store(row + jj, e);
+    const vec<T> e = vexp(vload(row + jj) - shift);
+    vstore(row + jj, e);
     sum += e;
   }
   return hsum<T>(sum);
@@ -381,17 +333,24 @@ void zero(T* x, int64_t n) {
 
 template <typename T>
 T dot(const T* a, const T* b, int64_t n) {
-  constexpr int W = Vec<T>::width;
-  vec_t<T> acc{};
+  constexpr int W = kLanes<T>;
+  vec<T> acc{};
   int64_t c = 0;
-  for (; c + W <= n; c += W) acc += load(a + c) * load(b + c);
+  for (; c + W <= n; c += W) acc += vload(a + c) * vload(b + c);
   T s = hsum<T>(acc);
   for (; c < n; ++c) s += a[c] * b[c];
   return s;
 }
 
+// The kernels, over tasks [t0, t1). Task t covers batch-head t / chunks() and query rows
+// [c * chunk, (c + 1) * chunk) with c = t % chunks().
+//   forward:  out, lse.
+//   backward: dq; dk/dv rows the task owns (its own query rows); contributions to
+//             other rows go to halo + t * halo_stride(); the task's partial rpb
+//             gradient goes to drpb_partial + t * n_bias. merge_backward() then adds
+//             both in task order, so the result is independent of the thread count.
 template <typename T>
-void forward_impl(const Params<T>& p, int64_t t0, int64_t t1, T* scratch) {
+void forward(const Params<T>& p, int64_t t0, int64_t t1, T* scratch) {
   constexpr int R = Layout::kRows;
   const Layout lay(p, false);
   T* s = scratch + lay.s;
@@ -437,7 +396,7 @@ void forward_impl(const Params<T>& p, int64_t t0, int64_t t1, T* scratch) {
 // dp <- ds = p * (dp~ * mask - delta), and accumulates ds into the task's bias gradient.
 template <typename T>
 void tile_softmax_backward(const Task<T>& task, const RowTile<T>& tile, const Dropout& drop, T* s, T* dp) {
-  constexpr int W = Vec<T>::width;
+  constexpr int W = kLanes<T>;
   const Params<T>& p = task.p;
   const Layout& lay = task.lay;
   const T keep_scale = T(1) / (T(1) - T(p.dropout_p));
@@ -457,23 +416,23 @@ void tile_softmax_backward(const Task<T>& task, const RowTile<T>& tile, const Dr
     if (drop.active()) {
       const uint32_t key = drop.row_key(i);
       // Whole vectors, like the branch below: the bias loop reads dprow up to
-      // round_up(n, W), and lanes past n must be p * (...) = 0, not stale dO.v scores
+      // ceil_to(n, W), and lanes past n must be p * (...) = 0, not stale dO.v scores
       // (with edge="shift" those lanes index real entries of the 2W-1 bias table).
-      for (int64_t jj = 0; jj < round_up(tile.n, int64_t(W)); ++jj) {
+      for (int64_t jj = 0; jj < ceil_to(tile.n, int64_t(W)); ++jj) {
         const T m = drop.keep(key, tile.key0 + jj) ? keep_scale : T(0);
         dprow[jj] = prow[jj] * (dprow[jj] * m - delta);
         prow[jj] *= m;
       }
     } else {
-      for (int64_t jj = 0; jj < tile.n; jj += W) store(dprow + jj, load(prow + jj) * (load(dprow + jj) - delta));
+      for (int64_t jj = 0; jj < tile.n; jj += W) vstore(dprow + jj, vload(prow + jj) * (vload(dprow + jj) - delta));
     }
     T* dbias = task.scratch + lay.dbias + Layout::kBias + (tile.key0 - i) + p.bias_offset();
-    for (int64_t jj = 0; jj < tile.n; jj += W) store(dbias + jj, load(dbias + jj) + load(dprow + jj));
+    for (int64_t jj = 0; jj < tile.n; jj += W) vstore(dbias + jj, vload(dbias + jj) + vload(dprow + jj));
   }
 }
 
 template <typename T>
-void backward_impl(const Params<T>& p, int64_t t0, int64_t t1, T* scratch, T* halo, T* drpb_partial) {
+void backward(const Params<T>& p, int64_t t0, int64_t t1, T* scratch, T* halo, T* drpb_partial) {
   constexpr int R = Layout::kRows;
   const Layout lay(p, true);
   T* s = scratch + lay.s;
@@ -532,14 +491,4 @@ void backward_impl(const Params<T>& p, int64_t t0, int64_t t1, T* scratch, T* ha
   }
 }
 
-}  // namespace
-
-void forward(const Params<float>& p, int64_t t0, int64_t t1, float* scratch) { forward_impl(p, t0, t1, scratch); }
-void forward(const Params<double>& p, int64_t t0, int64_t t1, double* scratch) { forward_impl(p, t0, t1, scratch); }
-void backward(const Params<float>& p, int64_t t0, int64_t t1, float* scratch, float* halo, float* drpb_partial) {
-  backward_impl(p, t0, t1, scratch, halo, drpb_partial);
-}
-void backward(const Params<double>& p, int64_t t0, int64_t t1, double* scratch, double* halo,
-              double* drpb_partial) {
-  backward_impl(p, t0, t1, scratch, halo, drpb_partial);
-}
+}  // namespace fastlocal::cpu::local_attention

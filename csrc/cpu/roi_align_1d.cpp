@@ -1,5 +1,5 @@
 // RoI-align over a 1-D (temporal) axis: G-TAD's Align1D with torchvision's border rule.
-// Semantics: DESIGN.md "Reference semantics / RoI-align-1D"; the pure-PyTorch twin is
+// Semantics: docs/design.md "Reference semantics / RoI-align-1D"; the pure-PyTorch twin is
 // fastlocal/reference/roi_align_1d.py.
 //
 // The op is a sparse linear map per RoI, the same for every channel: bin p of RoI n is
@@ -10,9 +10,9 @@
 //   backward  dxt[b, f_k, :] += w_k * g[n, :, p]           (parallel over channel ranges,
 //             RoIs visited in order: no two threads write one element and the summation
 //             order does not depend on the thread count, so the result is deterministic)
-// The backward's per-RoI channel loops are compiled for AVX2 + FMA and for baseline x86-64,
-// picked at run time (isa.h; the forward measured no faster with AVX2: it is bound by its
-// output writes); the sampling plan is always built by the baseline code, so that FMA
+// The backward's per-RoI channel loops are compiled for every instruction-set level of
+// isa.h, one picked at run time (the forward measured no faster with AVX2: it is bound by
+// its output writes); the sampling plan is always built by the baseline code, so that FMA
 // contraction cannot move a sample position off the reference's float arithmetic.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -29,6 +29,7 @@
 #include "huge_pages.h"
 #include "isa.h"
 #include "ops.h"
+#include "vec.h"
 
 namespace fastlocal::cpu {
 namespace {
@@ -131,7 +132,7 @@ inline void store_strided(const acc_t* acc, int64_t width, scalar_t* dst, int64_
 // dst[r * ldd + c] = src[c * lds + r] for a 4 x 4 float block, in registers: unpack pairs,
 // then move halves (_MM_TRANSPOSE4_PS in GCC vector form, native in every x86-64 build).
 inline void transpose4x4(const float* src, int64_t lds, float* dst, int64_t ldd) {
-  typedef float v4 __attribute__((vector_size(16)));
+  using v4 = simd::f32x4;
   v4 r[4];
   for (int i = 0; i < 4; ++i) std::memcpy(&r[i], src + i * lds, sizeof(v4));
   const v4 t0 = __builtin_shufflevector(r[0], r[1], 0, 4, 1, 5), t1 = __builtin_shufflevector(r[0], r[1], 2, 6, 3, 7);
@@ -225,7 +226,7 @@ at::Tensor roi_align_1d_backward(const at::Tensor& grad, const at::Tensor& rois_
     acc_t* dx = dxt.mutable_data_ptr<acc_t>();
     // A task owns a range of channels and visits the RoIs in order.
     const int64_t grain = std::max<int64_t>(kBlock, C / std::max(1, at::get_num_threads()));
-    const bool avx2 = use_avx2();
+    const Isa isa = cpu_isa();
     at::parallel_for(0, C, grain, [&](int64_t c0, int64_t c1) {
       const int64_t width = c1 - c0;
       RoiPlan<acc_t> plan;
@@ -233,7 +234,7 @@ at::Tensor roi_align_1d_backward(const at::Tensor& grad, const at::Tensor& rois_
       for (int64_t n = 0; n < N; ++n) {
         plan.build(r + 3 * n, T, P, sampling_ratio, aligned);
         if (plan.taps.empty()) continue;
-        run_for_isa(avx2, [&] {
+        run_for_isa(isa, [&] {
           transpose_grad(g + (n * C + c0) * P, P, width, gt.data());
           acc_t* rows = dx + plan.batch * T * C + c0;
           for (int64_t p = 0; p < P; ++p) {

@@ -12,6 +12,8 @@
 
 #include <cstdint>
 
+#include "vec.h"
+
 namespace fastlocal::cpu {
 
 // Outputs from this size on are streamed: past the last-level cache share of a core group
@@ -26,10 +28,8 @@ inline bool stream_output(const at::Tensor& out) {
 }
 
 // 16 bytes at p (16-byte aligned), bypassing the caches.
-typedef float f32x4 __attribute__((vector_size(16)));
-typedef double f64x2 __attribute__((vector_size(16)));
-inline void stream16(float* p, f32x4 v) { _mm_stream_ps(p, (__m128)v); }
-inline void stream16(double* p, f64x2 v) { _mm_stream_pd(p, (__m128d)v); }
+inline void stream16(float* p, simd::f32x4 v) { _mm_stream_ps(p, (__m128)v); }
+inline void stream16(double* p, simd::f64x2 v) { _mm_stream_pd(p, (__m128d)v); }
 
 inline void finish_streaming() { _mm_sfence(); }
 

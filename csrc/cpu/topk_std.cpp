@@ -19,7 +19,7 @@
 // stored transposed, [T, rows], so softmax, std and selection run one row per vector lane.
 // So bitwise-equal attention rows get bitwise-equal stds (the tie rule relies on it).
 // Outputs of 16 MiB and more are written with streaming stores. The kernels are compiled
-// twice, for AVX2 + FMA and for baseline x86-64, and chosen at run time
+// for every instruction-set level of isa.h and one is chosen at run time
 // (FASTLOCAL_CPU_ISA=baseline forces the portable build).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -39,52 +39,26 @@
 #include "isa.h"
 #include "ops.h"
 #include "streaming_stores.h"
-
-// 32-byte vectors pass between inlined internal functions only: no ABI to keep.
-#pragma GCC diagnostic ignored "-Wpsabi"
+#include "vec.h"
 
 namespace fastlocal::cpu {
 namespace {
 
-// ---- vectors (GCC vector extensions, 32 bytes) ---------------------------------------------
+// ---- vectors (vec.h) --------------------------------------------------------------------------
 
-template <typename T>
-struct Simd;
-template <>
-struct Simd<float> {
-  typedef float V __attribute__((vector_size(32)));
-  typedef int32_t E;
-  typedef E I __attribute__((vector_size(32)));
-  static constexpr int64_t n = 8;
-};
-template <>
-struct Simd<double> {
-  typedef double V __attribute__((vector_size(32)));
-  typedef int64_t E;
-  typedef E I __attribute__((vector_size(32)));
-  static constexpr int64_t n = 4;
-};
-template <typename T>
-using vec = typename Simd<T>::V;
-template <typename T>
-constexpr int64_t kLanes = Simd<T>::n;
+using simd::ceil_to;
+using simd::iota;
+using simd::ivec;
+using simd::kLanes;
+using simd::vec;
+using simd::vexp;
+using simd::vload;
+using simd::vstore;
 
-template <typename T>
-inline vec<T> vload(const T* p) {
-  vec<T> v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-template <typename T>
-inline void vstore(T* p, vec<T> v) { std::memcpy(p, &v, sizeof(v)); }
-
-inline int64_t ceil_to(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
-
+// v[0] + ... + v[kLanes - 1]: in lane order for doubles (hsum); floats below.
 template <typename T>
 inline T lane_sum(vec<T> v) {
-  T s = 0;
-  for (int l = 0; l < kLanes<T>; ++l) s += v[l];
-  return s;
+  return simd::hsum<T>(v);
 }
 // Floats by pairs, ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7)): the order reduce8
 // gives every lane, so a sum comes out the same by either.
@@ -113,7 +87,7 @@ inline vec<float> reduce8(const vec<float>* x) {
 // normal float, so an underflowing probability comes out ~1e-38 / sum); NaN stays NaN.
 inline vec<float> vexp(vec<float> x) {
   using V = vec<float>;
-  using I = Simd<float>::I;
+  using I = ivec<float>;
   x = x > V{} + 88.0f ? V{} + 88.0f : x;
   x = x < V{} - 87.0f ? V{} - 87.0f : x;
   const V t = x * 1.4426950408889634f + 0.5f;
@@ -131,12 +105,6 @@ inline vec<float> vexp(vec<float> x) {
   V two_k;
   std::memcpy(&two_k, &bits, sizeof(two_k));
   return p * two_k;
-}
-
-// float64 is the gradcheck path: libm's exp, exactness over speed.
-inline vec<double> vexp(vec<double> x) {
-  for (int l = 0; l < kLanes<double>; ++l) x[l] = std::exp(x[l]);
-  return x;
 }
 
 // One vector by streaming stores (streaming_stores.h); p 16-byte aligned.
@@ -465,14 +433,13 @@ struct Problem {
 // ranks of kLanes rows are counted side by side.
 template <typename S, typename T>
 inline void select_rows(const Problem<S, T>& p, const T* score, T* key, int64_t* sel) {
-  using I = typename Simd<T>::I;
-  using E = typename Simd<T>::E;
+  using I = ivec<T>;
+  using E = typename simd::Simd<T>::E;
   for (int64_t i = 0; i < p.n; ++i) {
     const T si = score[i];
     key[i] = std::isnan(si) ? std::numeric_limits<T>::infinity() : std::min(si, std::numeric_limits<T>::max());
   }
-  I lane{};
-  for (int l = 0; l < kLanes<T>; ++l) lane[l] = l;
+  const I lane = iota<I>();
   int64_t r = 0;
   if (p.first) sel[r++] = 0;
   for (int64_t i0 = 0; i0 < p.n; i0 += kLanes<T>) {
@@ -644,12 +611,12 @@ constexpr int64_t kGrain = 16;
 
 template <typename T, typename Kernel>
 void run_all(const Kernel& kernel, int64_t problems) {
-  const bool avx2 = use_avx2();
+  const Isa isa = cpu_isa();
   at::parallel_for(0, problems, kGrain, [&](int64_t bh0, int64_t bh1) {
     // Zero-filled once: padding columns are never written, so they stay 0.
     std::vector<T> buf(kernel.scratch() + kLanes<T>);
     std::vector<int64_t> sel(kernel.p.rows());
-    run_for_isa(avx2, [&] { run_problems(kernel, bh0, bh1, buf.data(), sel.data()); });
+    run_for_isa(isa, [&] { run_problems(kernel, bh0, bh1, buf.data(), sel.data()); });
     finish_streaming();
   });
 }

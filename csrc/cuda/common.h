@@ -1,6 +1,6 @@
 // Types shared by the CUDA kernels in csrc/cuda/*.cu and their torch glue in
 // csrc/bindings/cuda_*.cpp. Plain C++ and CUDA runtime types only, no torch header: the .cu
-// files must compile against a CPU build of torch (DESIGN.md "CUDA sources must compile
+// files must compile against a CPU build of torch (docs/design.md "CUDA sources must compile
 // without a CUDA build of torch"). Each op declares its params struct and launcher in
 // csrc/cuda/<op>.h; every pointer is to contiguous device memory on the device current for
 // `stream`, and the caller has validated shapes, dtypes and values.

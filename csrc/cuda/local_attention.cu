@@ -1,4 +1,4 @@
-// Banded local attention on CUDA (DESIGN.md §1): forward, backward, and the probabilities of
+// Banded local attention on CUDA (docs/design.md §1): forward, backward, and the probabilities of
 // selected rows. Semantics follow fastlocal/reference/local_attention.py and mirror the CPU
 // kernels (csrc/cpu/local_attention_kernel.h, local_attention_probs.cpp); launchers are
 // declared in local_attention.h.
@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "../common/dropout_hash.h"
 #include "local_attention.h"
 
 namespace fastlocal::cuda {
@@ -108,18 +109,9 @@ __device__ X block_reduce(X x, X* scratch) {
 
 // ---- dropout: the counter-based hash of fastlocal/reference/dropout.py ------------------
 
-// lowbias32 (Wellons), bit for bit the CPU kernel's hash32.
-__host__ __device__ __forceinline__ uint32_t hash32(uint32_t x) {
-  x ^= x >> 16;
-  x *= 0x7FEB352Du;
-  x ^= x >> 15;
-  x *= 0x846CA68Bu;
-  x ^= x >> 16;
-  return x;
-}
-
-// Probability (bh, i, j) is kept iff hash(hash(hash(hash(bh) ^ seed) ^ i) ^ j) >= threshold,
-// and kept ones are rescaled by 1 / (1 - p). Built on the host exactly as the CPU's Dropout.
+// Probability (bh, i, j) is kept iff hash(hash(hash(hash(bh) ^ seed) ^ i) ^ j) >= threshold
+// (csrc/common/dropout_hash.h, shared with the CPU kernel), and kept ones are rescaled by
+// 1 / (1 - p).
 template <typename Acc>
 struct Dropout {
   uint32_t threshold;  // 0: dropout off (also for p so small that no word falls below it, as on the CPU)
@@ -127,22 +119,19 @@ struct Dropout {
   Acc keep_scale;
 
   __device__ uint32_t row_key(int64_t bh, int64_t i) const {
-    return hash32(hash32(hash32(uint32_t(bh)) ^ seed) ^ uint32_t(i));
+    return dropout::row_key(dropout::head_key(seed, bh), i);
   }
   // The factor the probability of (row, j) is multiplied by: 1 without dropout.
   __device__ Acc factor(uint32_t row_key, int64_t j) const {
     if (threshold == 0) return Acc(1);
-    return hash32(row_key ^ uint32_t(j)) >= threshold ? keep_scale : Acc(0);
+    return dropout::kept(row_key, j, threshold) ? keep_scale : Acc(0);
   }
 };
 
 template <typename Acc>
 Dropout<Acc> make_dropout(double p, uint32_t seed) {
-  Dropout<Acc> d{0, seed, Acc(1)};
-  if (p <= 0.0) return d;
-  const double t = p * 4294967296.0;
-  d.threshold = t >= 4294967295.0 ? 4294967295u : uint32_t(t);
-  d.keep_scale = Acc(1) / (Acc(1) - Acc(p));
+  Dropout<Acc> d{dropout::keep_threshold(p), seed, Acc(1)};
+  if (p > 0.0) d.keep_scale = Acc(1) / (Acc(1) - Acc(p));
   return d;
 }
 

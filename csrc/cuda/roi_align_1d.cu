@@ -1,6 +1,6 @@
 // RoI-align over a 1-D (temporal) axis on CUDA: G-TAD's Align1D with torchvision's
 // border rule. Semantics and rounding follow csrc/cpu/roi_align_1d.cpp step by step
-// (DESIGN.md "Reference semantics / RoI-align-1D"); launchers declared in roi_align_1d.h.
+// (docs/design.md "Reference semantics / RoI-align-1D"); launchers declared in roi_align_1d.h.
 // The per-element bodies are __host__ __device__ so that they can be run on the host
 // and compared with the CPU kernel where there is no GPU.
 #include <cuda_bf16.h>
