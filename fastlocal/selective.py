@@ -18,8 +18,6 @@ backprop, so both papers back-propagate through a sampled fraction of the clips 
 from __future__ import annotations
 
 import contextlib
-import functools
-import io
 import json
 import math
 import os
@@ -32,7 +30,6 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 try:
     import fcntl
@@ -45,6 +42,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from . import _validate as check
+from ._npy import NpyLayout, npy_layout
 
 STRATEGIES = ("random", "grid", "block")
 MEMORY_DTYPES = (torch.float32, torch.float16)
@@ -483,61 +481,12 @@ def _name_to_key(stem: str) -> str | None:
     return key if key and _key_to_name(key) == stem else None
 
 
-class _Layout(NamedTuple):
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    fortran: bool
-    offset: int  # bytes before the data
-
-
-@functools.lru_cache(maxsize=256)
-def _parse_npy_header(prefix: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
-    """``(shape, fortran order, dtype)`` from a ``.npy`` file's magic and header bytes (cached:
-    every read and write parses the header of its file)."""
-    f = io.BytesIO(prefix)
-    version = np.lib.format.read_magic(f)
-    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, fortran, dtype = read(f)
-    return tuple(shape), bool(fortran), dtype
-
-
-def _npy_layout(path: Path) -> _Layout:
-    """The layout of the ``.npy`` file at ``path``, checked against the file's size.
-
-    Raises ``FileNotFoundError`` when there is no file, ``ValueError`` naming the file when
-    it is a directory, empty, not an ``.npy`` array of numbers, or shorter than its header says.
-    """
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size == 0:
-                raise ValueError(f"{path} is an empty file (0 bytes), not a .npy array")
-            start = f.read(12)  # magic (6), version (2), header length (2 in format 1.0, else 4)
-            if len(start) < 10 or not start.startswith(b"\x93NUMPY") or start[6] not in (1, 2, 3):
-                raise ValueError(f"{path} is not a .npy array file (its first bytes are {start[:8]!r})")
-            (header,) = struct.unpack("<H", start[8:10]) if start[6] == 1 else struct.unpack("<I", start[8:12] or b"")
-            offset = (10 if start[6] == 1 else 12) + header
-            if offset > min(size, 1 << 20):
-                raise ValueError(f"{path} is truncated or not a .npy file: its header claims {header} bytes")
-            try:
-                shape, fortran, dtype = _parse_npy_header(start + f.read(offset - len(start)))
-            except (ValueError, EOFError, SyntaxError, TypeError) as exc:
-                raise ValueError(f"{path} is not a readable .npy array file ({exc})") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path} is a directory, not a .npy array file") from None
-    except struct.error:
-        raise ValueError(f"{path} is truncated inside its .npy header") from None
-    if dtype.hasobject:
-        raise ValueError(f"{path} holds Python objects (a pickled array), not numbers")
-    if not shape:
+def _npy_layout(path: Path) -> NpyLayout:
+    """:func:`fastlocal._npy.npy_layout`, refusing a 0-d array (a memory array is ``[N, *F]``)."""
+    layout = npy_layout(path)
+    if not layout.shape:
         raise ValueError(f"{path} holds a 0-d array (a scalar); a memory array must be [N, *F]")
-    data = math.prod(shape) * dtype.itemsize
-    if size - offset < data:
-        raise ValueError(
-            f"{path} is truncated: its header says shape {shape} {dtype} ({data} bytes of data), "
-            f"but the file holds {size - offset} bytes after the header"
-        )
-    return _Layout(shape, dtype, fortran, offset)
+    return layout
 
 
 # Undo journal of an in-place write: magic, u64 length of a JSON header (shape, dtype str,
@@ -654,7 +603,7 @@ class _FileStore:
             return False
 
     # ---- reading the files ---------------------------------------------------------------
-    def _layout(self, path: Path) -> _Layout:
+    def _layout(self, path: Path) -> NpyLayout:
         layout = _npy_layout(path)
         if layout.dtype != _NUMPY_DTYPES[self.dtype]:
             raise ValueError(f"{path} holds {layout.dtype} features but this memory has dtype {self.dtype}")

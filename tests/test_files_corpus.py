@@ -44,7 +44,7 @@ def _truncate(path: Path, size: int) -> None:
 
 
 FEATURES = {
-    "empty": (lambda p: p.write_bytes(b""), r"features file is empty \(0 bytes\)"),
+    "empty": (lambda p: p.write_bytes(b""), r"is an empty file \(0 bytes\)"),
     "zero-width": (lambda p: np.save(p, np.zeros((0, 35), np.float32)), r"D >= 1 channels.*shape \(0, 35\)"),
     "zero-frames": (lambda p: np.save(p, np.zeros((8, 0), np.float32)), r"T >= 1 frames.*shape \(8, 0\)"),
     "one-d": (lambda p: np.save(p, np.zeros(5, np.float32)), r"\[D, T\] array.*shape \(5,\)"),
@@ -60,20 +60,20 @@ FEATURES = {
     "truncated-data": (lambda p: (np.save(p, np.ones((8, 35), np.float32)), _truncate(p, 500)), "truncated"),
     "truncated-header": (
         lambda p: (np.save(p, np.ones((8, 35), np.float32)), _truncate(p, 30)),
-        "inside its .npy header",
+        "truncated or not a .npy file: its header claims",
     ),
-    "magic-only": (lambda p: p.write_bytes(b"\x93NUMPY\x01"), "not a .npy file"),
-    "text": (lambda p: p.write_text("0.1 0.2 0.3\n" * 10), "not a .npy file"),
-    "npz": (lambda p: np.savez(open(p, "wb"), x=np.zeros((8, 35))), "not a .npy file"),  # noqa: SIM115
-    "pickle": (lambda p: p.write_bytes(pickle.dumps(np.zeros((8, 35)))), "not a .npy file"),
-    "objects": (lambda p: np.save(p, np.array([[None, 1]], dtype=object)), "real numbers, got dtype object"),
+    "magic-only": (lambda p: p.write_bytes(b"\x93NUMPY\x01"), "not a .npy"),
+    "text": (lambda p: p.write_text("0.1 0.2 0.3\n" * 10), "not a .npy"),
+    "npz": (lambda p: np.savez(open(p, "wb"), x=np.zeros((8, 35))), "not a .npy"),  # noqa: SIM115
+    "pickle": (lambda p: p.write_bytes(pickle.dumps(np.zeros((8, 35)))), "not a .npy"),
+    "objects": (lambda p: np.save(p, np.array([[None, 1]], dtype=object)), "holds Python objects"),
     "strings": (lambda p: np.save(p, np.array([["a", "b"]])), "real numbers"),
     "complex": (lambda p: np.save(p, np.zeros((8, 35), np.complex64)), "real numbers"),
     "bad-header": (
         lambda p: p.write_bytes(b"\x93NUMPY\x01\x00\x10\x00{'descr': <f4 }\n"),
-        "not a readable .npy header",
+        "not a readable .npy array file",
     ),
-    "unknown-version": (lambda p: p.write_bytes(b"\x93NUMPY\x07\x00" + bytes(100)), "not a .npy file"),
+    "unknown-version": (lambda p: p.write_bytes(b"\x93NUMPY\x07\x00" + bytes(100)), "not a .npy"),
 }
 
 

@@ -15,14 +15,14 @@ full frame rate for evaluation (:meth:`Video.upsample`).
 
 from __future__ import annotations
 
-import math
 import os
-import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .._npy import npy_layout
 
 __all__ = [
     "DatasetError",
@@ -134,40 +134,13 @@ def read_features(path: str | os.PathLike) -> np.ndarray:
     if not path.is_file():
         raise DatasetError(f"features file not found: {path}" + (" (a directory)" if path.is_dir() else ""))
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size == 0:
-                raise DatasetError(f"features file is empty (0 bytes): {path}")
-            start = f.read(12)
-            if len(start) < 10 or not start.startswith(b"\x93NUMPY") or start[6] not in (1, 2, 3):
-                raise DatasetError(f"cannot read features {path}: not a .npy file (it starts with {start[:8]!r})")
-            if start[6] == 1:
-                offset = 10 + struct.unpack("<H", start[8:10])[0]
-            elif len(start) == 12:
-                offset = 12 + struct.unpack("<I", start[8:12])[0]
-            else:
-                offset = size + 1
-            if offset > size:
-                raise DatasetError(f"cannot read features {path}: the file ends inside its .npy header")
-            f.seek(0)
-            version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else (
-                np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(f)
+        shape, dtype, fortran, offset = npy_layout(path)
     except OSError as exc:
         raise DatasetError(f"cannot read features {path}: {exc.strerror or exc}") from None
-    except (ValueError, EOFError, SyntaxError, TypeError) as exc:
-        if isinstance(exc, DatasetError):
-            raise
-        raise DatasetError(f"cannot read features {path}: not a readable .npy header ({exc})") from None
-    if dtype.hasobject or dtype.kind not in "fiu":
+    except ValueError as exc:
+        raise DatasetError(f"cannot read features: {exc}") from None
+    if dtype.kind not in "fiu":
         raise DatasetError(f"{path}: features must be real numbers, got dtype {dtype}")
-    data = math.prod(shape) * dtype.itemsize
-    if size - offset < data:
-        raise DatasetError(
-            f"{path} is truncated: its header says shape {tuple(shape)} {dtype} ({data} bytes of data), "
-            f"but the file holds {size - offset} bytes after the header"
-        )
     if len(shape) != 2 or 0 in shape:
         raise DatasetError(
             f"{path}: features must be a [D, T] array with D >= 1 channels and T >= 1 frames, got shape {tuple(shape)}"
