@@ -184,7 +184,7 @@ def local_attention_probs(
     scale = _check_common(q, win, rpb, key_padding_mask, scale)
     device = check.same_device(q=q, k=k, rows=rows, rpb=rpb, key_padding_mask=key_padding_mask)
     # the output is laid out by window offset, so the window sets its width: refuse what cannot exist
-    check.fits_in_memory("window", (B, q.shape[1], rows.shape[-1], win.size), q.dtype, device,
+    check.fits_in_memory(f"window={win.size}", (B, q.shape[1], rows.shape[-1], win.size), q.dtype, device,
                          "an output [B, H, R, window_left + window_right + 1]")
     if rpb is not None:
         check.same_dtype(q=q, rpb=rpb)

@@ -84,8 +84,8 @@ def roi_align_1d(
         raise TypeError(f"aligned must be a bool, got {type(aligned).__name__}")
     device = check.same_device(input=input, rois=rois)
     batch, channels = input.shape[0], input.shape[1]
-    check.fits_in_memory("output_size", (rois.shape[0], channels, output_size), input.dtype, device,
-                         "an output [N, C, output_size]")
+    check.fits_in_memory(f"output_size={output_size}", (rois.shape[0], channels, output_size), input.dtype,
+                         device, "an output [N, C, output_size]")
     acc = torch.float64 if input.dtype == torch.float64 else torch.float32
     rois = rois.detach()  # no gradient to rois, on every backend (see the docstring)
     if device.type == "meta":  # shapes only: no values to check or compute with
