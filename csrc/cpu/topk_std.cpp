@@ -270,9 +270,10 @@ inline void exp_columns(T* x, int64_t n, int64_t rp, T scale, const T* shift) {
 // dst[j * ld] = exp(scale x[j * ld] - max); returns the sums. dst may be x.
 template <typename T>
 inline vec<T> exp_minus_max(const T* x, T* dst, int64_t n, int64_t ld, T scale, vec<T>* max) {
-  vec<T> m = scaled(vload(x), scale);
+  // The max needs no barrier (a product that is only compared cannot be fused).
+  vec<T> m = vload(x) * scale;
   for (int64_t j = 1; j < n; ++j) {
-    const vec<T> s = scaled(vload(x + j * ld), scale);
+    const vec<T> s = vload(x + j * ld) * scale;
     m = s > m ? s : m;
   }
   vec<T> sum{};
