@@ -52,10 +52,7 @@ def roi_align_1d(
     the bins that sample its frame with a nonzero weight: a sample exactly on frame k
     (``frac == 0``), or past the last frame, does not read frame k + 1 (no ``0 * inf =
     NaN``, unlike torchvision). Backward likewise: a frame gets gradient only from the
-    bins that read it with nonzero weight. ``reference`` and ``triton`` follow this; the
-    C++ kernels do not yet: ``cpu`` still reads the weight-0 tap of a sample exactly on a
-    frame k < T - 1 (NaN in that bin, and in frame k + 1's gradient for a non-finite bin
-    gradient), ``cuda`` every weight-0 tap, past the last frame included (from its source).
+    bins that read it with nonzero weight. Every backend follows this.
 
     The backward of ``cpu`` and ``reference`` is deterministic. ``cuda`` and ``triton``
     accumulate with float atomics unless ``torch.use_deterministic_algorithms(True)`` is

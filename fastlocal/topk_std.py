@@ -78,6 +78,15 @@ def topk_std_attention(
         in ``q.dtype`` and ``index [B, H, keep]``. The compiled backends compute the
         attention, its row stds, the selection and the output in one kernel per
         (batch, head) without writing the attention matrix to memory.
+
+    Non-finite values are never turned into numbers and reach exactly the outputs that
+    read them: a NaN / inf in row i of ``q`` makes attention row i NaN, which ranks above
+    every finite std (kept; NaN rows by lower index), and only output row i and ``dq`` row i
+    (and the ``dk`` / ``dv`` it feeds) are NaN; a NaN in ``k`` reaches every row, one in
+    ``v`` its column of every output row. Rows not kept get exactly zero ``dq`` and add
+    nothing to ``dk``, even when their attention row is NaN. Logits too large for the
+    accumulation type overflow to inf; see docs/design.md for the backward's precision at
+    |logit| beyond ~1e7 (float32).
     """
     for name, t in (("q", q), ("k", k), ("v", v)):
         check.tensor(name, t, ndim=4)

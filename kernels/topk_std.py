@@ -13,7 +13,9 @@ Backward: the kept rows are recomputed from ``index`` and the log-sum-exp, then
 ``dv = A'^T dout``, ``dS = A * (dA - rowsum(A dA))`` (through the second softmax first
 when there is one), ``dq = sel^T (dS k) * scale`` (zero on rows not kept) and
 ``dk = dS^T q * scale``. Products run in the accumulation type (float32, float64 for
-float64) with ``input_precision="ieee"``, so the one-hot gathers are exact.
+float64) with ``input_precision="ieee"``, so the one-hot gathers are exact; they carry
+NaN / inf separately (``_onehot_dot``), so a non-finite row reaches only its own output
+row (forward) or ``dq`` row (backward), as in the reference.
 
 Runs on CUDA tensors, and on CPU tensors under ``TRITON_INTERPRET=1``.
 """
@@ -31,10 +33,26 @@ MAX_D = 256
 
 @triton.jit
 def _softmax_rows(x, tmask):
-    """Softmax of each row over the valid columns (0 elsewhere)."""
+    """Softmax of each row over the valid columns (0 elsewhere, also in a NaN row)."""
     m = tl.max(tl.where(tmask[None, :], x, float("-inf")), 1)
     e = tl.where(tmask[None, :], tl.exp(x - m[:, None]), 0.0)
-    return e / tl.sum(e, 1)[:, None]
+    return tl.where(tmask[None, :], e / tl.sum(e, 1)[:, None], 0.0)
+
+
+@triton.jit
+def _onehot_dot(sel, x, ACC: tl.constexpr):
+    """``sel @ x`` for a 0/1 matrix ``sel`` with at most one 1 per column of the result's
+    sources (a gather or scatter of rows of ``x``), exact, with non-finite values kept to
+    the rows they are gathered into: a plain product would spread ``0 * NaN = NaN`` and
+    ``0 * inf`` to every row. Finite part, then NaN / +inf / -inf marks, each exact."""
+    w = sel.to(ACC)
+    finite = tl.dot(w, tl.where(tl.abs(x) < float("inf"), x, 0.0), input_precision="ieee", out_dtype=ACC)
+    nan = tl.dot(w, (x != x).to(ACC), input_precision="ieee", out_dtype=ACC)
+    pinf = tl.dot(w, (x == float("inf")).to(ACC), input_precision="ieee", out_dtype=ACC)
+    ninf = tl.dot(w, (x == float("-inf")).to(ACC), input_precision="ieee", out_dtype=ACC)
+    y = tl.where(pinf > 0, float("inf"), finite)
+    y = tl.where(ninf > 0, float("-inf"), y)
+    return tl.where(nan > 0, float("nan"), y)
 
 
 @triton.jit
@@ -68,7 +86,7 @@ def _forward_kernel(
     m = tl.max(s, 1)
     p = tl.where(tmask[None, :], tl.exp(s - m[:, None]), 0.0)
     total = tl.sum(p, 1)
-    a = p / total[:, None]
+    a = tl.where(tmask[None, :], p / total[:, None], 0.0)  # padded columns 0, NaN rows too
     lse = m + tl.log(total)
 
     # Unbiased std of each row (0 for a single key).
@@ -90,7 +108,8 @@ def _forward_kernel(
     position = tl.sum((kept[None, :] & (t[None, :] < t[:, None])).to(tl.int32), 1)
     sel = (position[None, :] == r[:, None]) & kept[None, :]  # [R, T] one-hot rows
 
-    pooled = tl.dot(sel.to(ACC), a, input_precision="ieee", out_dtype=ACC)
+    # One-hot gather: a NaN attention row reaches only its own pooled row.
+    pooled = _onehot_dot(sel, a, ACC)
     if SECOND:
         pooled = _softmax_rows(pooled, tmask)
     out = tl.dot(pooled, v, input_precision="ieee", out_dtype=ACC)
@@ -140,7 +159,9 @@ def _backward_kernel(
 
     s = tl.dot(q, tl.trans(k), input_precision="ieee", out_dtype=ACC) * scale
     a = tl.where(tmask[None, :] & rmask[:, None], tl.exp(s - lse[:, None]), 0.0)
-    da = tl.dot(g, tl.trans(v), input_precision="ieee", out_dtype=ACC)
+    # Padded rows (r >= R) stay 0: with a non-finite v, g v^T is NaN there too (0 * NaN).
+    da = tl.where(rmask[:, None] & tmask[None, :], tl.dot(g, tl.trans(v), input_precision="ieee", out_dtype=ACC),
+                  0.0)
     if SECOND:
         a2 = tl.where(rmask[:, None], _softmax_rows(a, tmask), 0.0)
         da = a2 * (da - tl.sum(a2 * da, 1)[:, None])
@@ -151,8 +172,9 @@ def _backward_kernel(
     ds = a * (da - tl.sum(a * da, 1)[:, None])
     dq_kept = tl.dot(ds, k, input_precision="ieee", out_dtype=ACC) * scale
     dk = tl.dot(tl.trans(ds), q, input_precision="ieee", out_dtype=ACC) * scale
-    sel = ((rows[:, None] == t[None, :]) & rmask[:, None]).to(ACC)  # [R, T] one-hot
-    dq = tl.dot(tl.trans(sel), dq_kept, input_precision="ieee", out_dtype=ACC)
+    sel = (rows[:, None] == t[None, :]) & rmask[:, None]  # [R, T] one-hot
+    # One-hot scatter: rows not kept get exactly 0, whatever the kept rows hold.
+    dq = _onehot_dot(tl.trans(sel), dq_kept, ACC)
 
     td = (bh * T + t[:, None]) * D + d[None, :]
     te = (bh * T + t[:, None]) * DV + e[None, :]

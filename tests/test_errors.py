@@ -370,6 +370,12 @@ CPP_CASES = [
     pytest.param(lambda: _C.roi_align_1d_forward(X, _rois(0, 0, 1e12), 4, 0, False), V, id="fwd-adaptive-too-long"),
     pytest.param(lambda: _C.roi_align_1d_backward(torch.zeros(1, 3, 4), _rois(0, 0, 1e12), 2, 10, 0, False), V,
                  id="bwd-adaptive-too-long"),
+    # An explicit sampling_ratio has the same cap as Python's (MAX_SAMPLING_RATIO): 2**40
+    # samples per bin would loop for hours before returning.
+    pytest.param(lambda: _C.roi_align_1d_forward(X, GOOD_ROIS, 4, 2**40, False), V, id="fwd-sampling-ratio-huge"),
+    pytest.param(lambda: _C.roi_align_1d_forward(X, GOOD_ROIS, 4, 65537, False), V, id="fwd-sampling-ratio-65537"),
+    pytest.param(lambda: _C.roi_align_1d_backward(torch.zeros(2, 3, 4), GOOD_ROIS, 2, 16, 2**40, False), V,
+                 id="bwd-sampling-ratio-huge"),
     pytest.param(lambda: _C.roi_align_1d_forward(X, GOOD_ROIS.double(), 4, 0, False), TE, id="fwd-rois-dtype"),
     pytest.param(lambda: _C.roi_align_1d_forward(X, GOOD_ROIS.long(), 4, 0, False), TE, id="fwd-rois-int"),
     pytest.param(lambda: _C.roi_align_1d_forward(X.long(), GOOD_ROIS, 4, 0, False), NotImplementedError,
@@ -412,6 +418,22 @@ CPP_CASES = [
 def test_cpp_kernel_rejects_malformed_input(call, exc: type[Exception]) -> None:
     with pytest.raises(exc):
         call()
+
+
+def test_cpp_sampling_ratio_cap_matches_python() -> None:
+    """_C refuses an explicit sampling_ratio above MAX_SAMPLING_RATIO at once, with Python's
+    message; the cap itself is accepted."""
+    from fastlocal.roi_align_1d import MAX_SAMPLING_RATIO
+
+    msg = rf"sampling_ratio must be <= {MAX_SAMPLING_RATIO} \(samples per bin\), got {2**40}"
+    with pytest.raises(ValueError, match=msg):
+        _C.roi_align_1d_forward(X, GOOD_ROIS, 4, 2**40, False)
+    with pytest.raises(ValueError, match=msg):
+        _C.roi_align_1d_backward(torch.zeros(2, 3, 4), GOOD_ROIS, 2, 16, 2**40, False)
+    with pytest.raises(ValueError, match=msg):
+        fastlocal.roi_align_1d(X, GOOD_ROIS, 4, sampling_ratio=2**40)
+    out = _C.roi_align_1d_forward(X, GOOD_ROIS, 4, MAX_SAMPLING_RATIO, False)
+    assert out.shape == (2, 3, 4) and torch.isfinite(out).all()
 
 
 def test_cpp_kernels_through_torch_ops_reject_bad_rois() -> None:

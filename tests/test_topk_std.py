@@ -608,3 +608,33 @@ def test_backward_kernel_rejects_bad_index(backend):
             module.topk_std_attention_backward(torch.ones_like(out), q, k, v, broken, lse, True, 0.5, False)
     with pytest.raises(ValueError, match="index must be strictly increasing"):
         module.topk_std_attention_backward(torch.ones_like(out), q, k, v, index.flip(-1), lse, True, 0.5, False)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_finite_reaches_exactly_its_readers(backend):
+    """docs/design.md's rule: a NaN q row is kept (NaN ranks highest) and only its output and
+    dq rows are NaN; rows not kept get dq exactly 0 even when their attention row is NaN (a
+    NaN k row makes every row NaN); logits of 1e300 (float64) / 1e36 (float32) stay exact."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 1, 6, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    q[0, 0, 4, 1] = math.nan
+    qd, kd, vd = on(backend, q, k, v, grad=True)
+    out, index = fastlocal.topk_std_attention(qd, kd, vd, 2, backend=backend)
+    out.sum().backward()
+    assert 4 in index.flatten().tolist()
+    nan_rows = out.isnan().any(-1).flatten().cpu()
+    assert nan_rows.tolist() == [i == 1 + index.flatten().tolist().index(4) for i in range(3)]
+    assert qd.grad.isnan().any(-1).flatten().cpu().tolist() == [i == 4 for i in range(6)]
+    k2 = k.clone()
+    k2[0, 0, 2, 0] = math.nan
+    qd, kd, vd = on(backend, q.nan_to_num(), k2, v, grad=True)
+    out, index = fastlocal.topk_std_attention(qd, kd, vd, 2, backend=backend)
+    out.sum().backward()
+    assert index.flatten().tolist() == [1, 2] and out.isnan().all()  # all NaN: lower indices
+    assert torch.equal(qd.grad[0, 0, 3:].cpu(), torch.zeros(3, 4, dtype=torch.float64))
+    for dtype, big in ((torch.float64, 1e300), (torch.float32, 1e36)):
+        qb = torch.tensor([[[[big, -0.29]] * 2]], dtype=dtype)
+        kb = torch.tensor([[[[-2.18, 0.57], [1.0, 2.0]]]], dtype=dtype)
+        vb = torch.tensor([[[[-1.0], [2.0]]]], dtype=dtype)
+        out, _ = fastlocal.topk_std_attention(*on(backend, qb, kb, vb), 1, exclude_first=False, backend=backend)
+        assert out.flatten().tolist() == [2.0], (dtype, out)

@@ -10,6 +10,9 @@ namespace fastlocal {
 // Largest per-bin sample count of adaptive sampling (sampling_ratio = 0); mirrored by
 // fastlocal/roi_align_1d.py. A longer RoI would make every backend loop ~len/P times per bin.
 constexpr double kMaxAdaptiveSamples = 65536.0;
+// Largest explicit sampling_ratio (fastlocal/roi_align_1d.py's MAX_SAMPLING_RATIO): every
+// backend loops sampling_ratio times per bin, so 2**40 would run for hours.
+constexpr int64_t kMaxSamplingRatio = 65536;
 
 inline at::ScalarType roi_acc_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
@@ -20,6 +23,8 @@ inline void check_rois(const at::Tensor& rois, int64_t batch, at::ScalarType inp
                    " for ", input_dtype, " input, got ", rois.scalar_type());
   TORCH_CHECK_VALUE(output_size >= 1, "output_size must be >= 1, got ", output_size);
   TORCH_CHECK_VALUE(sampling_ratio >= 0, "sampling_ratio must be >= 0, got ", sampling_ratio);
+  TORCH_CHECK_VALUE(sampling_ratio <= kMaxSamplingRatio, "sampling_ratio must be <= ", kMaxSamplingRatio,
+                    " (samples per bin), got ", sampling_ratio);
   if (rois.size(0) == 0) return;
   const at::Tensor b = rois.select(1, 0);
   TORCH_CHECK_VALUE(rois.isfinite().all().item<bool>(), "rois must be finite");

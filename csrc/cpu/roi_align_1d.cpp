@@ -49,10 +49,22 @@ struct RoiPlan {
   std::vector<Tap<acc_t>> taps;
   std::vector<int64_t> offsets;
 
+  // Frame of the bin's last add() call, a skipped zero-weight one included (-1: none yet).
+  int64_t last_frame = -1;
+
   void add(int64_t frame, acc_t w) {
+    // A bin reads a frame only through a tap of nonzero weight: a zero-weight tap (the right
+    // tap of a sample exactly on a frame) is skipped, so a NaN / inf frame reaches no bin
+    // that samples it with weight 0, in the forward or the backward.
+    const bool merge = last_frame == frame && taps.size() > static_cast<size_t>(offsets.back()) &&
+                       taps.back().frame == frame;
+    last_frame = frame;
+    if (w == acc_t(0)) return;
     // Samples are visited in increasing t, so a frame shared by two neighbouring samples
-    // (the right tap of one, the left tap of the next) is merged into one tap.
-    if (taps.size() > static_cast<size_t>(offsets.back()) && taps.back().frame == frame) {
+    // (the right tap of one, the left tap of the next) is merged into one tap. `merge`
+    // also needs the previous add() to have been on this frame, so that a skipped tap leaves
+    // the plan's summation order (and the result, bit for bit) as if it were kept.
+    if (merge) {
       taps.back().w += w;
     } else {
       taps.push_back({frame, w});
@@ -72,6 +84,7 @@ struct RoiPlan {
     taps.clear();
     offsets.assign(1, 0);
     for (int64_t p = 0; p < P; ++p) {
+      last_frame = -1;
       for (int64_t i = 0; i < n; ++i) {
         acc_t t = start + acc_t(p) * bin + (acc_t(i) + acc_t(0.5)) * bin / acc_t(n);
         // torchvision's border rule: outside [-1, T] contributes nothing; t <= 0 clamps
@@ -80,12 +93,12 @@ struct RoiPlan {
         t = std::max(t, acc_t(0));
         const int64_t lo = static_cast<int64_t>(std::floor(t));
         if (lo >= T - 1) {
-          add(T - 1, inv_count);  // (1 - 0) * x[T-1] + 0 * x[T-1]
-          add(T - 1, acc_t(0));
+          add(T - 1, inv_count);  // (1 - 0) * x[T-1]; the weight-0 tap reads nothing
           continue;
         }
         const acc_t frac = t - acc_t(lo);
-        // A zero weight still reads its frame (0 * inf = NaN, as torchvision).
+        // frac == 0 (a sample exactly on frame lo, t in [-1, 0] clamped onto frame 0
+        // included): the right tap has weight 0 and add() skips it.
         add(lo, (acc_t(1) - frac) * inv_count);
         add(lo + 1, frac * inv_count);
       }

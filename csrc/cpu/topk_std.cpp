@@ -83,13 +83,17 @@ inline vec<float> reduce8(const vec<float>* x) {
 
 // e^x for 8 floats: x = k ln2 + r with k = floor(x / ln2 + 1/2) and a two-part (Cody-Waite)
 // ln2, e^r by its degree-6 Taylor polynomial on |r| <= ln2 / 2 (relative error < 2e-7),
-// 2^k built in the exponent bits. x is clamped to [-87, 88] (e^-87 ~ 1.6e-38 is still a
-// normal float, so an underflowing probability comes out ~1e-38 / sum); NaN stays NaN.
+// 2^k built in the exponent bits (as 2^(k + 64) * 2^-64 for k < -63), so that e^x underflows as the
+// reference's expf does: through the subnormals to 0 (x is clamped to [-104, 88]; e^-104
+// rounds to 0). A floor at a normal float would make a probability the reference gives as
+// 0 a tiny number, and 0 * inf = NaN into tiny * inf = inf (tests/test_topk_std_fuzz.py
+// found it). Between -87 and 88 both factors are exact powers of two: the result is the
+// same as 2^k's. NaN stays NaN.
 inline vec<float> vexp(vec<float> x) {
   using V = vec<float>;
   using I = ivec<float>;
   x = x > V{} + 88.0f ? V{} + 88.0f : x;
-  x = x < V{} - 87.0f ? V{} - 87.0f : x;
+  x = x < V{} - 104.0f ? V{} - 104.0f : x;
   const V t = x * 1.4426950408889634f + 0.5f;
   V k = __builtin_convertvector(__builtin_convertvector(t, I), V);  // truncation ...
   k = k > t ? k - 1.0f : k;                                         // ... made a floor
@@ -101,10 +105,12 @@ inline vec<float> vexp(vec<float> x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  const I bits = (__builtin_convertvector(k, I) + 127) << 23;
-  V two_k;
+  const I ki = __builtin_convertvector(k, I);
+  const I tiny = ki < -63;  // lanes whose 2^k is built as 2^(k + 64) * 2^-64
+  const I bits = (ki + (tiny & 64) + 127) << 23;
+  V two_k;  // a normal float: k + 64 >= -126 for x >= -104
   std::memcpy(&two_k, &bits, sizeof(two_k));
-  return p * two_k;
+  return (p * two_k) * (tiny ? V{} + 5.42101086242752217e-20f : V{} + 1.0f);  // 2^-64 or 1
 }
 
 // One vector by streaming stores (streaming_stores.h); p 16-byte aligned.
@@ -239,12 +245,24 @@ inline void zero_padding_lanes(T* x, int64_t n, int64_t rows, int64_t rp) {
   for (int64_t j = 0; rows < rp && j < n; ++j) std::fill(x + j * rp + rows, x + (j + 1) * rp, T(0));
 }
 
+// scale * x, rounded: the compiler may not contract it with a following subtraction into
+// one fused multiply-add. Fused, exp(scale x - max) of a row's largest logit would be
+// exp(the product's rounding error) instead of exp(0) = 1: at |logit| ~ 1e36 (float) or
+// 1e100 (double) that error alone is beyond exp's range (NaN or a wrong row; the fuzzer in
+// tests/test_topk_std_fuzz.py found it), and the saved log-sum-exp would not match.
+template <typename T>
+inline vec<T> scaled(vec<T> x, T scale) {
+  vec<T> s = x * scale;
+  asm("" : "+m"(s));  // an opaque barrier: s is the rounded product
+  return s;
+}
+
 // x[j] = exp(scale x[j] - shift[lanes]) in place: the kept rows of A from their log-sum-exp.
 template <typename T>
 inline void exp_columns(T* x, int64_t n, int64_t rp, T scale, const T* shift) {
   for (int64_t r = 0; r < rp; r += kLanes<T>) {
     const vec<T> m = vload(shift + r);
-    for (int64_t j = 0; j < n; ++j) vstore(x + j * rp + r, vexp(vload(x + j * rp + r) * scale - m));
+    for (int64_t j = 0; j < n; ++j) vstore(x + j * rp + r, vexp(scaled(vload(x + j * rp + r), scale) - m));
   }
 }
 
@@ -252,6 +270,7 @@ inline void exp_columns(T* x, int64_t n, int64_t rp, T scale, const T* shift) {
 // dst[j * ld] = exp(scale x[j * ld] - max); returns the sums. dst may be x.
 template <typename T>
 inline vec<T> exp_minus_max(const T* x, T* dst, int64_t n, int64_t ld, T scale, vec<T>* max) {
+  // The max needs no barrier (a product that is only compared cannot be fused).
   vec<T> m = vload(x) * scale;
   for (int64_t j = 1; j < n; ++j) {
     const vec<T> s = vload(x + j * ld) * scale;
@@ -259,7 +278,7 @@ inline vec<T> exp_minus_max(const T* x, T* dst, int64_t n, int64_t ld, T scale, 
   }
   vec<T> sum{};
   for (int64_t j = 0; j < n; ++j) {
-    const vec<T> e = vexp(vload(x + j * ld) * scale - m);
+    const vec<T> e = vexp(scaled(vload(x + j * ld), scale) - m);
     vstore(dst + j * ld, e);
     sum += e;
   }

@@ -80,6 +80,10 @@ __host__ __device__ __forceinline__ RoiSampling<acc_t> roi_sampling(const acc_t*
 }
 
 // Sample i of bin p as w_lo * x[lo] + w_hi * x[hi], weights pre-divided by the count.
+// w_lo > 0 always; w_hi == 0 for a sample exactly on a frame (t in [-1, 0] clamped onto
+// frame 0 and floor(t) >= T - 1 included), and then the callers neither read nor scatter
+// x[hi]: a bin reads a frame only through a tap of nonzero weight (0 * inf would be NaN),
+// as csrc/cpu/roi_align_1d.cpp's RoiPlan.
 template <typename acc_t>
 struct Tap {
   int64_t lo, hi;
@@ -137,8 +141,12 @@ __host__ __device__ __forceinline__ void roi_align_1d_at(const RoiAlign1dForward
   acc_t acc = 0;
   Tap<acc_t> tap;
   for (int64_t i = 0; i < e.sampling.count; ++i) {
-    if (sample_tap(e.sampling, e.bin, i, p.shape.length, tap))
-      acc += tap.w_lo * to_acc(row[tap.lo]) + tap.w_hi * to_acc(row[tap.hi]);
+    if (!sample_tap(e.sampling, e.bin, i, p.shape.length, tap)) continue;
+    // Finite input: the same sum as acc += w_lo * x[lo] + w_hi * x[hi] (adding 0 * x[hi]
+    // changes nothing).
+    acc_t v = tap.w_lo * to_acc(row[tap.lo]);
+    if (tap.w_hi != acc_t(0)) v += tap.w_hi * to_acc(row[tap.hi]);
+    acc += v;
   }
   store(p.output + idx, acc);
 }
@@ -154,7 +162,7 @@ __host__ __device__ __forceinline__ void roi_align_1d_at(const RoiAlign1dBackwar
   for (int64_t i = 0; i < e.sampling.count; ++i) {
     if (!sample_tap(e.sampling, e.bin, i, p.shape.length, tap)) continue;
     atomic_accumulate(row + tap.lo, tap.w_lo * g);
-    atomic_accumulate(row + tap.hi, tap.w_hi * g);
+    if (tap.w_hi != acc_t(0)) atomic_accumulate(row + tap.hi, tap.w_hi * g);
   }
 }
 
@@ -171,6 +179,7 @@ __host__ __device__ __forceinline__ void roi_align_1d_at(const RoiAlign1dTapsPar
   const int64_t base = s.batch * p.shape.length;
   p.keys[2 * idx] = base + tap.lo;
   p.weights[2 * idx] = tap.w_lo;
+  if (tap.w_hi == acc_t(0)) return;  // a weight-0 tap scatters nothing: its sentinel key stays
   p.keys[2 * idx + 1] = base + tap.hi;
   p.weights[2 * idx + 1] = tap.w_hi;
 }

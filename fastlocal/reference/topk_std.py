@@ -58,9 +58,21 @@ def topk_std_attention(
     """q, k [B,H,T,D], v [B,H,T,Dv] -> (out [B,H,keep(+1),Dv], index [B,H,keep]).
 
     ``out = pooled(softmax(q k^T * scale)) @ v``, computed in float32 (float64 for float64).
+    The selection is made on the whole (detached) attention; the pooled rows are then
+    recomputed from the kept queries only, so the rows not kept take no part in the
+    gradient: their ``dq`` is exactly 0 and they add nothing to ``dk`` even when their
+    attention row is NaN (a dense softmax backward would spread ``0 * NaN = NaN``).
     """
     acc = acc_dtype(q.dtype)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    attn = torch.softmax((q.to(acc) @ k.to(acc).transpose(-1, -2)) * scale, dim=-1)
-    pooled, index = topk_std_pool(attn, keep, exclude_first, second_softmax)
+    qa, ka = q.to(acc), k.to(acc)
+    first = 1 if exclude_first else 0
+    with torch.no_grad():
+        attn = torch.softmax((qa @ ka.transpose(-1, -2)) * scale, dim=-1)
+        index = select_rows(row_scores(attn[..., first:, :]), keep) + first
+    rows = torch.cat([torch.zeros_like(index[..., :1]), index], dim=-1) if exclude_first else index
+    kept_q = qa.gather(-2, rows[..., None].expand(*rows.shape, qa.shape[-1]))
+    pooled = torch.softmax((kept_q @ ka.transpose(-1, -2)) * scale, dim=-1)
+    if second_softmax:
+        pooled = torch.softmax(pooled, dim=-1)
     return (pooled @ v.to(acc)).to(q.dtype), index
