@@ -32,7 +32,7 @@ struct Geometry {
 Geometry check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& rows,
                const c10::optional<at::Tensor>& rpb, const c10::optional<at::Tensor>& pad, int64_t left,
                int64_t right, bool shift) {
-  LocalAttentionSizes s = check_local_attention_probs_args(q, k, rows, left, right, shift, /*floating=*/false);
+  LocalAttentionSizes s = check_local_attention_probs_args(q, k, rows, rpb, left, right, shift, /*floating=*/false);
   check_local_attention_probs_rows_bias_mask(rows, rpb, pad, left, right, shift, s);
   return {s.batch, s.heads, s.length, s.dim, rows.size(1), left + right + 1, left, right, s.n_bias, shift};
 }
@@ -80,7 +80,7 @@ at::Tensor local_attention_probs_forward(const at::Tensor& q_, const at::Tensor&
             for (int64_t d = 0; d < g.D; ++d) s += qi[d] * kj[d];
             s = s * scalar_t(scale) + (bias ? bias[h * g.n_bias + j - i + g.bias_offset()] : scalar_t(0));
             logit[m] = s;
-            max = std::max(max, s);
+            max = (s != s) | (s > max) ? s : max;  // NaN sticks (std::max would drop it)
           });
           if (max == -std::numeric_limits<scalar_t>::infinity()) continue;  // no visible key: zeros
           scalar_t sum = 0;

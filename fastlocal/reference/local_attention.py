@@ -45,6 +45,70 @@ def _band(
     return (j >= start) & (j < start + left + right + 1) & (j >= 0) & (j < length)
 
 
+def _banded_mm(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """out[..., i, n] = sum over j with valid[..., i, j] of a[..., i, j] * b[..., j, n].
+
+    Entries outside ``valid`` are left out by selection, never multiplied by zero, so a
+    NaN or inf in ``b`` at key j reaches exactly the rows whose band holds j. Inside the
+    band it is the plain product: 0 * NaN = NaN, 0 * inf = NaN, p * inf = +-inf.
+    """
+    a = torch.where(valid, a, 0.0)
+    finite = torch.isfinite(b)
+    out = a @ torch.where(finite, b, 0.0)
+    f = a.dtype
+    pos_b, neg_b, nan_b = (b == float("inf")).to(f), (b == float("-inf")).to(f), torch.isnan(b).to(f)
+    inf_b = pos_b + neg_b
+    a_pos, a_neg = (valid & (a > 0)).to(f), (valid & (a < 0)).to(f)
+    nan = valid.to(f).expand_as(a) @ nan_b + (valid & (a == 0)).to(f) @ inf_b
+    pos = a_pos @ pos_b + a_neg @ neg_b
+    neg = a_pos @ neg_b + a_neg @ pos_b
+    inf = torch.tensor(float("inf"), dtype=f, device=a.device)
+    poison = torch.where(
+        (nan > 0) | ((pos > 0) & (neg > 0)),
+        torch.nan,
+        torch.where(pos > 0, inf, torch.where(neg > 0, -inf, 0.0)),
+    )
+    return out + poison
+
+
+class _BandScores(torch.autograd.Function):
+    """q [B,H,Q,D] @ k [B,H,K,D]^T on the band ``valid`` ([B,1,Q,K]); 0 outside it."""
+
+    @staticmethod
+    def forward(q, k, valid):
+        return torch.where(valid, q @ k.transpose(-1, -2), 0.0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, g):
+        q, k, valid = ctx.saved_tensors
+        dq = _banded_mm(g, k, valid)
+        dk = _banded_mm(g.transpose(-1, -2), q, valid.transpose(-1, -2))
+        return dq, dk, None
+
+
+class _BandValues(torch.autograd.Function):
+    """p [B,H,Q,K] @ v [B,H,K,Dv] over the band ``valid`` ([B,1,Q,K]) only."""
+
+    @staticmethod
+    def forward(p, v, valid):
+        return _banded_mm(p, v, valid)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, g):
+        p, v, valid = ctx.saved_tensors
+        dp = torch.where(valid, g @ v.transpose(-1, -2), 0.0)
+        dv = _banded_mm(p.transpose(-1, -2), g, valid.transpose(-1, -2))
+        return dp, dv, None
+
+
 def _scores(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -56,18 +120,22 @@ def _scores(
     scale: float,
 ) -> torch.Tensor:
     """Logits q.k * scale + bias, -inf outside ``valid``. q [B,H,Q,D], k [B,H,K,D], valid [B,Q,K]."""
-    s = torch.einsum("bhqd,bhkd->bhqk", q, k) * scale
+    s = _BandScores.apply(q, k, valid[:, None]) * scale
     if rpb is not None:
         rel = (keys[None, :] - rows[:, None] + offset).clamp(0, rpb.shape[1] - 1)  # clamped where invalid
         s = s + rpb[:, rel]
     return s.masked_fill(~valid[:, None], float("-inf"))
 
 
-def _softmax(s: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last axis that gives exact zeros (and zero gradients) on empty rows."""
-    empty = ~valid.any(-1, keepdim=True)[:, None]
+def _softmax(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax over the last axis, and the rows with no finite-or-NaN logit ([B,H,Q,1]).
+
+    A row whose logits are all -inf (every key out of the window, padded or biased to
+    -inf) gives exact zeros and zero gradients; a NaN or +inf logit makes its row NaN.
+    """
+    empty = (s == float("-inf")).all(-1, keepdim=True)
     p = torch.softmax(s.masked_fill(empty, 0.0), dim=-1)
-    return p.masked_fill(empty, 0.0)
+    return p.masked_fill(empty, 0.0), empty
 
 
 def _block_size(window: int, length: int) -> int:
@@ -122,11 +190,12 @@ def local_attention(
         if pad is not None:
             valid = valid & ~pad[:, None, keys]
         s = _scores(q_block, k_blocks[n], rows, keys, valid, bias, offset, scale)
-        p = _softmax(s, valid)
+        p, empty = _softmax(s)
+        band = valid[:, None] & ~empty  # [B, H, Q, K]: what each row's output reads
         if dropout_p > 0:
             keep = keep_mask(seed, bh, rows.view(1, 1, -1, 1), keys.view(1, 1, 1, -1), dropout_p)
             p = p * keep / (1.0 - dropout_p)
-        outputs.append(p @ v_blocks[n])
+        outputs.append(_BandValues.apply(p, v_blocks[n], band))
     return torch.cat(outputs, dim=2).to(q.dtype)
 
 
@@ -159,9 +228,13 @@ def local_attention_probs(
         valid = valid & ~key_padding_mask.bool().gather(1, safe.view(B, -1)).view(B, R, W)
     q_rows = q.to(acc).gather(2, rows[:, None, :, None].expand(B, H, R, D))
     k_win = k.to(acc).gather(2, safe.view(B, 1, R * W, 1).expand(B, H, R * W, D)).view(B, H, R, W, D)
+    # Selection, not a product: a NaN key outside the window or padded must not reach the
+    # row through the backward's 0 * NaN.
+    k_win = torch.where(valid[:, None, :, :, None], k_win, 0.0)
     s = torch.einsum("bhrd,bhrwd->bhrw", q_rows, k_win) * scale
     if rpb is not None:
         rel = (keys - rows[..., None] + bias_offset(left, right, edge)).clamp(0, rpb.shape[1] - 1)
         s = s + rpb.to(acc)[:, rel].permute(1, 0, 2, 3)  # [H,B,R,W] -> [B,H,R,W]
     s = s.masked_fill(~valid[:, None], float("-inf"))
-    return _softmax(s, valid).to(q.dtype)
+    # Selection: a NaN row is NaN on its keys and 0 on entries outside the sequence or padded.
+    return torch.where(valid[:, None], _softmax(s)[0], 0.0).to(q.dtype)
