@@ -124,7 +124,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> local_attention_probs_backward(
           const scalar_t* p = pp + (bh * g.R + r) * g.W;
           const scalar_t* gr = gp + (bh * g.R + r) * g.W;
           scalar_t inner = 0;  // sum_m p_m g_m over visible keys
-          for_visible(g, pad_row, i, [&](int64_t m, int64_t) { inner += p[m] * gr[m]; });
+          bool empty = true;   // every probability 0: the row was fully masked, no gradient
+          for_visible(g, pad_row, i, [&](int64_t m, int64_t) {
+            inner += p[m] * gr[m];
+            empty = empty && p[m] == scalar_t(0);
+          });
+          if (empty) continue;  // (a NaN row has NaN probabilities, so it is never skipped)
           for_visible(g, pad_row, i, [&](int64_t m, int64_t j) {
             const scalar_t ds = p[m] * (gr[m] - inner);
             const scalar_t* qi = qp + (bh * g.T + i) * g.D;

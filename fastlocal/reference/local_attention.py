@@ -119,12 +119,13 @@ def _scores(
     offset: int,
     scale: float,
 ) -> torch.Tensor:
-    """Logits q.k * scale + bias, -inf outside ``valid``. q [B,H,Q,D], k [B,H,K,D], valid [B,Q,K]."""
-    s = _BandScores.apply(q, k, valid[:, None]) * scale
+    """Logits q.k * scale + bias, -inf outside ``valid``. q [B,H,Q,D], k [B,H,K,D], valid [B,Q,K] or [B,H,Q,K]."""
+    valid = valid[:, None] if valid.dim() == 3 else valid
+    s = _BandScores.apply(q, k, valid) * scale
     if rpb is not None:
         rel = (keys[None, :] - rows[:, None] + offset).clamp(0, rpb.shape[1] - 1)  # clamped where invalid
         s = s + rpb[:, rel]
-    return s.masked_fill(~valid[:, None], float("-inf"))
+    return s.masked_fill(~valid, float("-inf"))
 
 
 def _softmax(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,9 +190,15 @@ def local_attention(
         valid = _band(rows, keys, T, left, right, edge)[None].expand(B, -1, -1)
         if pad is not None:
             valid = valid & ~pad[:, None, keys]
-        s = _scores(q_block, k_blocks[n], rows, keys, valid, bias, offset, scale)
-        p, empty = _softmax(s)
-        band = valid[:, None] & ~empty  # [B, H, Q, K]: what each row's output reads
+        # A row whose logits are all -inf (padding, -inf bias, or q.k = -inf) is fully masked:
+        # zeros with zero gradients. Found first without autograd, then left out of the band,
+        # so no 0 * inf from its q or k reaches a gradient.
+        with torch.no_grad():
+            empty = (_scores(q_block, k_blocks[n], rows, keys, valid, bias, offset, scale) == float("-inf"))
+            empty = empty.all(-1, keepdim=True)
+        band = valid[:, None] & ~empty  # [B, H, Q, K]: what each row reads
+        s = _scores(q_block, k_blocks[n], rows, keys, band, bias, offset, scale)
+        p, _ = _softmax(s)
         if dropout_p > 0:
             keep = keep_mask(seed, bh, rows.view(1, 1, -1, 1), keys.view(1, 1, 1, -1), dropout_p)
             p = p * keep / (1.0 - dropout_p)
@@ -227,14 +234,28 @@ def local_attention_probs(
     if key_padding_mask is not None:
         valid = valid & ~key_padding_mask.bool().gather(1, safe.view(B, -1)).view(B, R, W)
     q_rows = q.to(acc).gather(2, rows[:, None, :, None].expand(B, H, R, D))
-    k_win = k.to(acc).gather(2, safe.view(B, 1, R * W, 1).expand(B, H, R * W, D)).view(B, H, R, W, D)
+    k_all = k.to(acc)
+    with torch.no_grad():  # fully masked rows (every logit -inf) take no part, as in local_attention
+        empty = (_probs_logits(q_rows, k_all, rows, keys, safe, valid[:, None], rpb, left, right, edge, scale)
+                 == float("-inf")).all(-1, keepdim=True)
+    band = valid[:, None] & ~empty  # [B, H, R, W]
+    q_rows = torch.where(empty, 0.0, q_rows)
+    s = _probs_logits(q_rows, k_all, rows, keys, safe, band, rpb, left, right, edge, scale)
+    # Selection: a NaN row is NaN on its keys and 0 on entries outside the sequence or padded.
+    return torch.where(band, _softmax(s)[0], 0.0).to(q.dtype)
+
+
+def _probs_logits(q_rows, k, rows, keys, safe, band, rpb, left, right, edge, scale):
+    """[B, H, R, W] logits of ``local_attention_probs``, -inf outside ``band``."""
+    B, H, R, D = q_rows.shape
+    W = keys.shape[-1]
+    acc = q_rows.dtype
+    k_win = k.gather(2, safe.view(B, 1, R * W, 1).expand(B, H, R * W, D)).view(B, H, R, W, D)
     # Selection, not a product: a NaN key outside the window or padded must not reach the
     # row through the backward's 0 * NaN.
-    k_win = torch.where(valid[:, None, :, :, None], k_win, 0.0)
+    k_win = torch.where(band[..., None], k_win, 0.0)
     s = torch.einsum("bhrd,bhrwd->bhrw", q_rows, k_win) * scale
     if rpb is not None:
         rel = (keys - rows[..., None] + bias_offset(left, right, edge)).clamp(0, rpb.shape[1] - 1)
         s = s + rpb.to(acc)[:, rel].permute(1, 0, 2, 3)  # [H,B,R,W] -> [B,H,R,W]
-    s = s.masked_fill(~valid[:, None], float("-inf"))
-    # Selection: a NaN row is NaN on its keys and 0 on entries outside the sequence or padded.
-    return torch.where(valid[:, None], _softmax(s)[0], 0.0).to(q.dtype)
+    return s.masked_fill(~band, float("-inf"))
