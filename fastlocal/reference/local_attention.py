@@ -45,7 +45,7 @@ def _band(
     return (j >= start) & (j < start + left + right + 1) & (j >= 0) & (j < length)
 
 
-def _banded_mm(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def _banded_mm(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor, nonneg: bool = False) -> torch.Tensor:
     """out[..., i, n] = sum over j with valid[..., i, j] of a[..., i, j] * b[..., j, n].
 
     Entries outside ``valid`` are left out by selection, never multiplied by zero, so a
@@ -54,14 +54,20 @@ def _banded_mm(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor) -> torch.T
     """
     a = torch.where(valid, a, 0.0)
     finite = torch.isfinite(b)
+    # Eager: the counting below only when b holds a NaN or inf (one check); traced by
+    # torch.compile: always (no data-dependent branch, so no graph break).
+    if not torch.compiler.is_compiling() and bool(finite.all()):
+        return a @ b
     out = a @ torch.where(finite, b, 0.0)
     f = a.dtype
     pos_b, neg_b, nan_b = (b == float("inf")).to(f), (b == float("-inf")).to(f), torch.isnan(b).to(f)
     inf_b = pos_b + neg_b
-    a_pos, a_neg = (valid & (a > 0)).to(f), (valid & (a < 0)).to(f)
+    a_pos = (valid & (a > 0)).to(f)
     nan = valid.to(f).expand_as(a) @ nan_b + (valid & (a == 0)).to(f) @ inf_b
-    pos = a_pos @ pos_b + a_neg @ neg_b
-    neg = a_pos @ neg_b + a_neg @ pos_b
+    pos, neg = a_pos @ pos_b, a_pos @ neg_b
+    if not nonneg:  # (``nonneg``: a >= 0 or NaN, as probabilities are: no negative terms)
+        a_neg = (valid & (a < 0)).to(f)
+        pos, neg = pos + a_neg @ neg_b, neg + a_neg @ pos_b
     inf = torch.tensor(float("inf"), dtype=f, device=a.device)
     poison = torch.where(
         (nan > 0) | ((pos > 0) & (neg > 0)),
@@ -72,22 +78,33 @@ def _banded_mm(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor) -> torch.T
 
 
 class _BandScores(torch.autograd.Function):
-    """q [B,H,Q,D] @ k [B,H,K,D]^T on the band ``valid`` ([B,1,Q,K]); 0 outside it."""
+    """Logits q [B,H,Q,D] . k [B,H,K,D] * scale + bias [H,Q,K] on the band ``valid``
+    ([B,1,Q,K]), -inf outside it. A row whose logits are all -inf (padding, -inf bias, or
+    q.k = -inf) is fully masked: it leaves the band of the backward, so its gradients are
+    zero and no 0 * inf from its q or k reaches one."""
 
     @staticmethod
-    def forward(q, k, valid):
-        return torch.where(valid, q @ k.transpose(-1, -2), 0.0)
+    def forward(q, k, bias, valid, scale):
+        s = q @ k.transpose(-1, -2) * scale
+        if bias is not None:
+            s = s + bias
+        return torch.where(valid, s, float("-inf"))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
+        q, k, bias, valid, scale = inputs
+        band = valid & ~(output == float("-inf")).all(-1, keepdim=True)
+        ctx.save_for_backward(q, k, band)
+        ctx.scale, ctx.has_bias = scale, bias is not None
 
     @staticmethod
     def backward(ctx, g):
-        q, k, valid = ctx.saved_tensors
-        dq = _banded_mm(g, k, valid)
-        dk = _banded_mm(g.transpose(-1, -2), q, valid.transpose(-1, -2))
-        return dq, dk, None
+        q, k, band = ctx.saved_tensors
+        ds = torch.where(band, g, 0.0)
+        dq = _banded_mm(ds, k, band) * ctx.scale
+        dk = _banded_mm(ds.transpose(-1, -2), q, band.transpose(-1, -2)) * ctx.scale
+        dbias = ds.sum(0) if ctx.has_bias else None
+        return dq, dk, dbias, None, None
 
 
 class _BandValues(torch.autograd.Function):
@@ -95,7 +112,7 @@ class _BandValues(torch.autograd.Function):
 
     @staticmethod
     def forward(p, v, valid):
-        return _banded_mm(p, v, valid)
+        return _banded_mm(p, v, valid, nonneg=True)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -105,7 +122,7 @@ class _BandValues(torch.autograd.Function):
     def backward(ctx, g):
         p, v, valid = ctx.saved_tensors
         dp = torch.where(valid, g @ v.transpose(-1, -2), 0.0)
-        dv = _banded_mm(p.transpose(-1, -2), g, valid.transpose(-1, -2))
+        dv = _banded_mm(p.transpose(-1, -2), g, valid.transpose(-1, -2), nonneg=True)
         return dp, dv, None
 
 
@@ -119,13 +136,12 @@ def _scores(
     offset: int,
     scale: float,
 ) -> torch.Tensor:
-    """Logits q.k * scale + bias, -inf outside ``valid``. q [B,H,Q,D], k [B,H,K,D], valid [B,Q,K] or [B,H,Q,K]."""
-    valid = valid[:, None] if valid.dim() == 3 else valid
-    s = _BandScores.apply(q, k, valid) * scale
+    """Logits q.k * scale + bias, -inf outside ``valid``. q [B,H,Q,D], k [B,H,K,D], valid [B,Q,K]."""
+    bias = None
     if rpb is not None:
         rel = (keys[None, :] - rows[:, None] + offset).clamp(0, rpb.shape[1] - 1)  # clamped where invalid
-        s = s + rpb[:, rel]
-    return s.masked_fill(~valid, float("-inf"))
+        bias = rpb[:, rel]
+    return _BandScores.apply(q, k, bias, valid[:, None], scale)
 
 
 def _softmax(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,15 +206,9 @@ def local_attention(
         valid = _band(rows, keys, T, left, right, edge)[None].expand(B, -1, -1)
         if pad is not None:
             valid = valid & ~pad[:, None, keys]
-        # A row whose logits are all -inf (padding, -inf bias, or q.k = -inf) is fully masked:
-        # zeros with zero gradients. Found first without autograd, then left out of the band,
-        # so no 0 * inf from its q or k reaches a gradient.
-        with torch.no_grad():
-            empty = (_scores(q_block, k_blocks[n], rows, keys, valid, bias, offset, scale) == float("-inf"))
-            empty = empty.all(-1, keepdim=True)
+        s = _scores(q_block, k_blocks[n], rows, keys, valid, bias, offset, scale)
+        p, empty = _softmax(s)  # empty: fully masked rows (all logits -inf): zeros, no gradient
         band = valid[:, None] & ~empty  # [B, H, Q, K]: what each row reads
-        s = _scores(q_block, k_blocks[n], rows, keys, band, bias, offset, scale)
-        p, _ = _softmax(s)
         if dropout_p > 0:
             keep = keep_mask(seed, bh, rows.view(1, 1, -1, 1), keys.view(1, 1, 1, -1), dropout_p)
             p = p * keep / (1.0 - dropout_p)
