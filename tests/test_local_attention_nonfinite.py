@@ -75,14 +75,14 @@ def probs(backend, q, k, rows, rpb=None, mask=None, grad_out=None, **kw):
 
 def assert_same(got, want, what=""):
     """Equal NaN patterns, equal infinities, finite values within the dtype's tolerance."""
-    for n, (a, b) in enumerate(zip(got, want)):
+    for n, (a, b) in enumerate(zip(got, want, strict=True)):
         if b is None:
             assert a is None, (what, n)
             continue
         assert a.shape == b.shape and a.dtype == b.dtype, (what, n, a.shape, b.shape, a.dtype, b.dtype)
         assert torch.equal(a.isnan(), b.isnan()), f"{what}: NaN pattern of result {n}:\n{a}\nvs reference\n{b}"
         tol = TOL[b.dtype]
-        torch.testing.assert_close(a, b, rtol=tol, atol=tol, equal_nan=True, msg=lambda m: f"{what} result {n}: {m}")
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol, equal_nan=True, msg=lambda m, n=n: f"{what} result {n}: {m}")
 
 
 def rows_with_nan(t: torch.Tensor) -> list[int]:
