@@ -82,7 +82,8 @@ def assert_same(got, want, what=""):
         assert a.shape == b.shape and a.dtype == b.dtype, (what, n, a.shape, b.shape, a.dtype, b.dtype)
         assert torch.equal(a.isnan(), b.isnan()), f"{what}: NaN pattern of result {n}:\n{a}\nvs reference\n{b}"
         tol = TOL[b.dtype]
-        torch.testing.assert_close(a, b, rtol=tol, atol=tol, equal_nan=True, msg=lambda m, n=n: f"{what} result {n}: {m}")
+        label = f"{what} result {n}"
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol, equal_nan=True, msg=lambda m, label=label: f"{label}: {m}")
 
 
 def rows_with_nan(t: torch.Tensor) -> list[int]:
