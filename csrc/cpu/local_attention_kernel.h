@@ -203,9 +203,9 @@ struct NonFinite {
     lo = lo_;
     count.assign(static_cast<size_t>(hi - lo + 1), 0);
     for (int64_t j = lo; j < hi; ++j) {
-      T acc = 0;
-      for (int64_t c = 0; c < dims; ++c) acc += base[j * dims + c] * T(0);  // NaN iff a NaN or inf
-      count[j - lo + 1] = count[j - lo] + (acc != acc);
+      int bad = 0;  // x - x is NaN for NaN and inf, 0 otherwise; an integer OR vectorises
+      for (int64_t c = 0; c < dims; ++c) bad |= (base[j * dims + c] - base[j * dims + c]) != T(0);
+      count[j - lo + 1] = count[j - lo] + bad;
     }
   }
   bool any(int64_t a, int64_t b) const { return count[b - lo] != count[a - lo]; }
