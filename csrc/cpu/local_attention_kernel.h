@@ -203,9 +203,14 @@ struct NonFinite {
     lo = lo_;
     count.assign(static_cast<size_t>(hi - lo + 1), 0);
     for (int64_t j = lo; j < hi; ++j) {
-      int bad = 0;  // x - x is NaN for NaN and inf, 0 otherwise; an integer OR vectorises
-      for (int64_t c = 0; c < dims; ++c) bad |= (base[j * dims + c] - base[j * dims + c]) != T(0);
-      count[j - lo + 1] = count[j - lo] + bad;
+      // x - x is NaN for NaN and inf, 0 otherwise, and NaN sticks in a sum: whole vectors.
+      const T* row = base + j * dims;
+      vec<T> acc{};
+      int64_t c = 0;
+      for (; c + kLanes<T> <= dims; c += kLanes<T>) acc += vload(row + c) - vload(row + c);
+      T tail = hsum<T>(acc);
+      for (; c < dims; ++c) tail += row[c] - row[c];
+      count[j - lo + 1] = count[j - lo] + (tail != T(0));
     }
   }
   bool any(int64_t a, int64_t b) const { return count[b - lo] != count[a - lo]; }
