@@ -336,9 +336,10 @@ void tile_logits(const Task<T>& task, const RowTile<T>& tile, T* s, T* row_max) 
       V x = vload(row + jj);
       if (p.rpb != nullptr) x += vload(bias + jj);
       // Selection, not addition: NaN + -inf would be NaN on a padded key.
-      const auto inside = p.pad != nullptr ? (idx >= lo) & (idx < hi) & (vload(pen + jj) == T(0))
-                                           : (idx >= lo) & (idx < hi);
-      x = inside ? x : neg_inf;
+      if (p.pad != nullptr)
+        x = (idx >= lo) & (idx < hi) & (vload(pen + jj) == T(0)) ? x : neg_inf;
+      else
+        x = (idx >= lo) & (idx < hi) ? x : neg_inf;
       vstore(row + jj, x);
       m = (x != x) | (x > m) ? x : m;  // a NaN logit sticks: NaN > y is false
     }
