@@ -123,6 +123,15 @@ def local_attention(
         backend: ``"cuda" | "triton" | "cpu" | "reference"`` or None (automatic).
     Returns:
         ``[B, H, T, Dv]`` in ``q.dtype``.
+
+    Non-finite values (every backend, forward and backward, and ``local_attention_probs``):
+    a NaN or inf reaches exactly the outputs and gradients whose band reads it; a key
+    outside a query's window or padded never touches it. Inside the band the result is
+    ``softmax(logits) @ v`` as PyTorch computes it: a NaN logit (NaN in ``q[i]``, ``k[j]`` or
+    the bias entry), a +inf logit or an overflow makes row i NaN, and NaN/inf in ``v[j]``
+    reaches every query whose band holds the unpadded key j, even at probability 0 (a -inf
+    bias: 0 * NaN = NaN). A row whose logits are all -inf (padding, -inf bias) is zeros
+    with zero gradients. A NaN is never turned into a number (docs/design.md).
     """
     _check_qk(q, k)
     check.tensor("v", v, ndim=4)

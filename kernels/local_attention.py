@@ -113,6 +113,34 @@ def _key_padding(Mask, b, keys, T, HAS_MASK: tl.constexpr):
     return ok
 
 
+@triton.jit
+def _nonfinite(x):
+    """Scalar: does the tile hold a NaN or an inf?"""
+    return tl.max(tl.where((x != x) | (tl.abs(x.to(tl.float32)) == float("inf")), 1, 0))
+
+
+@triton.jit
+def _banded_mm(a, b, band, PRECISION: tl.constexpr, ACC: tl.constexpr, UPCAST: tl.constexpr):
+    """sum over j with band[i, j] of a[i, j] * b[j, :]: the pairs outside ``band`` are left
+    out by selection (0 * NaN must not cross it), inside it the plain product (0 * inf = NaN,
+    p * inf = inf). The slow path of a tile whose b holds a NaN or inf (fastlocal/reference:
+    _banded_mm): finite part by one dot, the non-finite entries by counting dots."""
+    a = tl.where(band, a, 0.0)
+    nan_b = (b != b).to(ACC)
+    pos_b = (b == float("inf")).to(ACC)
+    neg_b = (b == float("-inf")).to(ACC)
+    out = _mm(a.to(b.dtype), tl.where((nan_b + pos_b + neg_b) > 0, 0.0, b), PRECISION, ACC, UPCAST)
+    nan = _mm(band.to(ACC), nan_b, "ieee", ACC, False) + _mm((band & (a == 0)).to(ACC), pos_b + neg_b, "ieee", ACC,
+                                                            False)
+    a_pos = (band & (a > 0)).to(ACC)
+    a_neg = (band & (a < 0)).to(ACC)
+    pos = _mm(a_pos, pos_b, "ieee", ACC, False) + _mm(a_neg, neg_b, "ieee", ACC, False)
+    neg = _mm(a_pos, neg_b, "ieee", ACC, False) + _mm(a_neg, pos_b, "ieee", ACC, False)
+    poison = tl.where((nan > 0) | ((pos > 0) & (neg > 0)), float("nan"),
+                      tl.where(pos > 0, float("inf"), tl.where(neg > 0, float("-inf"), 0.0)))
+    return out + poison
+
+
 # ------------------------------------------------------------------------ forward
 
 
@@ -152,7 +180,9 @@ def _forward_kernel(
             rel = keys[None, :] - rows[:, None] + BIAS_OFF
             s += tl.load(Bias + h * BIAS_SIZE + rel, mask=valid, other=0.0).to(ACC)
         s = tl.where(valid, s, float("-inf"))
+        # A NaN logit sticks in the running max (tl.max would drop it): the row becomes NaN.
         m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_new = tl.where((tl.max(tl.where(s != s, 1, 0), 1) > 0) | (m_i != m_i), float("nan"), m_new)
         m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet
         alpha = tl.exp(m_i - m_ref)
         p = tl.exp(s - m_ref[:, None])
@@ -161,11 +191,15 @@ def _forward_kernel(
             keep = _dropout_keep(seed, bh, rows[:, None], keys[None, :], drop_threshold)
             p = tl.where(keep, p * drop_scale, 0.0)
         v = _load_rows(v_base, keys, svt, svd, T, DV, BLOCK_DV)
-        acc = acc * alpha[:, None] + _mm(p.to(v.dtype), v, PRECISION, ACC, UPCAST)
+        if _nonfinite(v):  # rare: keep a NaN / inf of v inside the band
+            pv = _banded_mm(p, v, valid, PRECISION, ACC, UPCAST)
+        else:
+            pv = _mm(p.to(v.dtype), v, PRECISION, ACC, UPCAST)
+        acc = acc * alpha[:, None] + pv
         m_i = m_new
 
-    empty = l_i == 0.0  # no visible key: output zeros, lse = -inf
-    out = acc / tl.where(empty, 1.0, l_i)[:, None]
+    empty = l_i == 0.0  # no visible key: output zeros (never 0 * NaN), lse = -inf
+    out = tl.where(empty[:, None], 0.0, acc / tl.where(empty, 1.0, l_i)[:, None])
     bh_rows = bh.to(tl.int64) * T
     _store_rows(Out + bh_rows * DV, out, rows, DV, T, DV, BLOCK_DV)
     lse = tl.where(empty, float("-inf"), m_i + tl.log(tl.where(empty, 1.0, l_i)))
@@ -229,6 +263,7 @@ def _backward_dkdv_kernel(
         if HAS_BIAS:
             rel = keys[:, None] - rows[None, :] + BIAS_OFF
             s += tl.load(Bias + h * BIAS_SIZE + rel, mask=valid, other=0.0).to(ACC)
+        valid &= (lse != float("-inf"))[None, :]  # fully masked rows have no gradient
         p = tl.where(valid, tl.exp(s - lse[None, :]), 0.0)
         dp = _mm(v, tl.trans(do), PRECISION, ACC, UPCAST)
         if DROPOUT:
@@ -237,9 +272,15 @@ def _backward_dkdv_kernel(
             dp = tl.where(keep, dp * drop_scale, 0.0)
         else:
             dropped = p
-        dv += _mm(dropped.to(do.dtype), do, PRECISION, ACC, UPCAST)
-        ds = p * (dp - delta[None, :])
-        dk += _mm(ds.to(q.dtype), q, PRECISION, ACC, UPCAST)
+        if _nonfinite(do):
+            dv += _banded_mm(dropped, do, valid, PRECISION, ACC, UPCAST)
+        else:
+            dv += _mm(dropped.to(do.dtype), do, PRECISION, ACC, UPCAST)
+        ds = tl.where(valid, p * (dp - delta[None, :]), 0.0)  # selection: dp may be NaN off the band
+        if _nonfinite(q):
+            dk += _banded_mm(ds, q, valid, PRECISION, ACC, UPCAST)
+        else:
+            dk += _mm(ds.to(q.dtype), q, PRECISION, ACC, UPCAST)
     _store_rows(DK + bh_rows * D, dk * scale, keys, D, T, D, BLOCK_D)
     _store_rows(DV_ + bh_rows * DV, dv, keys, DV, T, DV, BLOCK_DV)
 
@@ -295,16 +336,21 @@ def _backward_dq_kernel(
         if HAS_BIAS:
             bias = tl.load(Bias + h * BIAS_SIZE + d + BIAS_OFF, mask=d <= d_hi, other=0.0).to(ACC)
             s += bias[None, :]
+        valid &= (lse != float("-inf"))[:, None]  # fully masked rows have no gradient
         p = tl.where(valid, tl.exp(s - lse[:, None]), 0.0)
         if DROPOUT:
             keep = _dropout_keep(seed, bh, rows[:, None], keys, drop_threshold)
             dp = tl.where(keep, dp * drop_scale, 0.0)
-        ds = p * (dp - delta[:, None])
+        ds = tl.where(valid, p * (dp - delta[:, None]), 0.0)  # selection: dp may be NaN off the band
         if HAS_BIAS:  # this program's partial sums of offsets d0 .. d0 + BLOCK_R - 1 (written once)
             ws = DBias + (bh.to(tl.int64) * n_blocks + block) * BIAS_SIZE
             tl.store(ws + d + BIAS_OFF, tl.sum(ds, 0), mask=d <= d_hi)
         ds_span = tl.where(in_tile, tl.gather(ds, unskew, 1), 0.0)
-        dq += _mm(ds_span.to(k.dtype), k, PRECISION, ACC, UPCAST)
+        if _nonfinite(k):
+            band = in_tile & (tl.gather(valid.to(tl.int32), unskew, 1) != 0)
+            dq += _banded_mm(ds_span, k, band, PRECISION, ACC, UPCAST)
+        else:
+            dq += _mm(ds_span.to(k.dtype), k, PRECISION, ACC, UPCAST)
     _store_rows(DQ + bh_rows * D, dq * scale, rows, D, T, D, BLOCK_D)
 
 
@@ -345,21 +391,23 @@ def _probs_forward_kernel(
             s = tl.where(valid, s, float("-inf"))
             if pass_ == 0:
                 m_new = tl.maximum(m_i, tl.max(s, 0))
+                m_new = tl.where((tl.max(tl.where(s != s, 1, 0), 0) > 0) | (m_i != m_i), float("nan"), m_new)
                 m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
                 l_i = l_i * tl.exp(m_i - m_ref) + tl.sum(tl.exp(s - m_ref), 0)
                 m_i = m_new
             else:
                 lse = m_i + tl.log(tl.where(l_i == 0.0, 1.0, l_i))
                 p = tl.where(valid, tl.exp(s - lse), 0.0)
+                p = tl.where(l_i != 0.0, p, 0.0)  # fully masked: zeros (NaN != 0 keeps a NaN row)
                 tl.store(out + offs, p.to(Probs.dtype.element_ty), mask=offs < W)
 
 
 @triton.jit
 def _probs_backward_rows_kernel(
-    Grad, Probs, K, Rows, DS, DQRows,
+    Grad, Probs, K, Rows, Mask, DS, DQRows,
     skb, skh, skt, skd,
     H, T, D, R, LEFT, W, BIAS_OFF, BIAS_SIZE, Scales,
-    SHIFT: tl.constexpr, ACC: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_MASK: tl.constexpr, SHIFT: tl.constexpr, ACC: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """Per (b*h, row): ds = p * (g - <p, g>) laid out by bias index, and the row's dq."""
     bh = tl.program_id(0) // R
@@ -368,12 +416,17 @@ def _probs_backward_rows_kernel(
     i = tl.load(Rows + b * R + r)
     start = _window_start(i, T, LEFT, W, SHIFT)
     row = (bh.to(tl.int64) * R + r) * W
+    # Only the band (keys in the sequence, unpadded) takes part: the gradient at other
+    # entries never reaches the row (0 * NaN), and a fully masked row (all p = 0) has none.
     pg = tl.zeros([], ACC)
+    live = tl.zeros([], tl.int32)
     for w0 in range(0, W, BLOCK_W):
         offs = w0 + tl.arange(0, BLOCK_W)
+        valid = (offs < W) & _key_padding(Mask, b, start + offs, T, HAS_MASK)
         p = tl.load(Probs + row + offs, mask=offs < W, other=0.0).to(ACC)
         g = tl.load(Grad + row + offs, mask=offs < W, other=0.0).to(ACC)
-        pg += tl.sum(p * g, 0)
+        pg += tl.sum(tl.where(valid, p * g, 0.0), 0)
+        live = tl.maximum(live, tl.max(tl.where(valid & (p != 0.0), 1, 0), 0))
     k_base = K + b.to(tl.int64) * skb + h * skh
     ds_row = DS + (bh.to(tl.int64) * R + r) * BIAS_SIZE + start - i + BIAS_OFF
     dq = tl.zeros([BLOCK_D], ACC)
@@ -381,9 +434,11 @@ def _probs_backward_rows_kernel(
         offs = w0 + tl.arange(0, BLOCK_W)
         p = tl.load(Probs + row + offs, mask=offs < W, other=0.0).to(ACC)
         g = tl.load(Grad + row + offs, mask=offs < W, other=0.0).to(ACC)
-        ds = p * (g - pg)
+        valid = (offs < W) & _key_padding(Mask, b, start + offs, T, HAS_MASK)
+        valid = valid & (tl.zeros([BLOCK_W], tl.int32) + live > 0)
+        ds = tl.where(valid, p * (g - pg), 0.0)
         tl.store(ds_row + offs, ds, mask=offs < W)
-        k = _load_rows(k_base, start + offs, skt, skd, T, D, BLOCK_D).to(ACC)
+        k = _load_rows(k_base, tl.where(valid, start + offs, -1), skt, skd, T, D, BLOCK_D).to(ACC)
         dq += tl.sum(ds[:, None] * k, 0)
     cols = tl.arange(0, BLOCK_D)
     tl.store(DQRows + (bh.to(tl.int64) * R + r) * D + cols, dq * tl.load(Scales), mask=cols < D)
@@ -413,7 +468,9 @@ def _probs_backward_gather_kernel(
         rel = pos - i + BIAS_OFF
         ds = tl.load(DS + row * BIAS_SIZE + rel, mask=(rel >= 0) & (rel < BIAS_SIZE) & (pos < T), other=0.0)
         q_i = tl.load(q_base + i.to(tl.int64) * sqt + cols * sqd, mask=cols < D, other=0.0).to(ACC)
-        dk += ds[:, None] * q_i[None, :]
+        # ds is 0 off the band and NaN wherever a band entry meets a NaN / inf q_i, so
+        # selecting ds != 0 leaves out exactly the pairs off the band (no 0 * NaN).
+        dk += tl.where((ds != 0.0)[:, None], ds[:, None] * q_i[None, :], 0.0)
         dq_row = tl.load(DQRows + row * D + cols, mask=cols < D, other=0.0)
         dq += tl.where((pos == i)[:, None], dq_row[None, :], 0.0)
     bh_rows = bh.to(tl.int64) * T
@@ -596,8 +653,8 @@ def local_attention_probs_backward(grad, probs, q, k, rows, rpb, key_padding_mas
     args = _probs_args(q, rows, rpb, left, right, shift)
     scales = _scales(q, scale)
     _probs_backward_rows_kernel[(B * H * R,)](
-        grad.contiguous(), probs.contiguous(), k, rows, ds, dq_rows, *_strides(k),
-        LEFT=left, BIAS_SIZE=bias_size, Scales=scales, SHIFT=shift, **args,
+        grad.contiguous(), probs.contiguous(), k, rows, _mask_bytes(key_padding_mask, q), ds, dq_rows, *_strides(k),
+        LEFT=left, BIAS_SIZE=bias_size, Scales=scales, HAS_MASK=key_padding_mask is not None, SHIFT=shift, **args,
     )
     block_t = 16 if triton_interpreted() else 64
     del args["W"], args["BLOCK_W"]

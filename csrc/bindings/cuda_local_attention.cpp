@@ -52,7 +52,7 @@ LocalAttentionShape check(const at::Tensor& q, const at::Tensor& k, const at::Te
 LocalAttentionShape check_probs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& rows,
                                 const c10::optional<at::Tensor>& rpb, const c10::optional<at::Tensor>& pad,
                                 int64_t left, int64_t right, bool shift) {
-  LocalAttentionSizes s = check_local_attention_probs_args(q, k, rows, left, right, shift, /*floating=*/true);
+  LocalAttentionSizes s = check_local_attention_probs_args(q, k, rows, rpb, left, right, shift, /*floating=*/true);
   check_devices(q, k, rpb, pad);
   check_on_device("rows", rows, q.device());
   check_local_attention_probs_rows_bias_mask(rows, rpb, pad, left, right, shift, s);

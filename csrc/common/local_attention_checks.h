@@ -20,6 +20,23 @@ inline int64_t local_attention_bias_entries(int64_t left, int64_t right, bool sh
   return shift ? 2 * (left + right) + 1 : left + right + 1;
 }
 
+// Window offsets of a direct call, made safe before any arithmetic on them: without a bias
+// table, an offset beyond T - 1 is the same band as T - 1 (Window.clamped in
+// fastlocal/local_attention.py), so left = 2**62 becomes T - 1 and cannot overflow; with
+// one, each offset must be below rpb's size (which bounds them as memory does).
+inline void clamp_local_attention_window(int64_t& left, int64_t& right, int64_t length,
+                                         const c10::optional<at::Tensor>& rpb) {
+  TORCH_CHECK_VALUE(left >= 0 && right >= 0, "window_left and window_right must be >= 0");
+  if (!rpb) {
+    left = left < length - 1 ? left : length - 1;
+    right = right < length - 1 ? right : length - 1;
+    return;
+  }
+  const int64_t entries = rpb->dim() == 2 ? rpb->size(1) : 0;
+  TORCH_CHECK_VALUE(left < entries && right < entries, "rpb must hold one entry per window offset: window_left=",
+                    left, ", window_right=", right, ", got rpb of shape ", rpb->sizes());
+}
+
 inline void check_local_attention_floating(const at::Tensor& q) {
   TORCH_CHECK_TYPE(at::isFloatingType(q.scalar_type()), "q must be a floating tensor, got ", q.scalar_type());
 }
@@ -27,7 +44,7 @@ inline void check_local_attention_floating(const at::Tensor& q) {
 // local_attention_forward / _backward: q, k, v, the window, rpb and key_padding_mask.
 inline LocalAttentionSizes check_local_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                  const c10::optional<at::Tensor>& rpb,
-                                                 const c10::optional<at::Tensor>& pad, int64_t left, int64_t right,
+                                                 const c10::optional<at::Tensor>& pad, int64_t& left, int64_t& right,
                                                  bool shift) {
   TORCH_CHECK_VALUE(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "q, k, v must be 4-D [B, H, T, D]");
   TORCH_CHECK_TYPE(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(),
@@ -40,6 +57,7 @@ inline LocalAttentionSizes check_local_attention(const at::Tensor& q, const at::
   TORCH_CHECK_VALUE(s.length >= 1 && s.dim >= 1 && s.dim_v >= 1, "T, D and Dv must be >= 1");
   TORCH_CHECK_VALUE(left >= 0 && right >= 0, "window_left and window_right must be >= 0");
   TORCH_CHECK_VALUE(!shift || left == right, "edge='shift' requires a symmetric window");
+  clamp_local_attention_window(left, right, s.length, rpb);
   if (rpb) {
     const int64_t expected = local_attention_bias_entries(left, right, shift);
     TORCH_CHECK_VALUE(rpb->dim() == 2 && rpb->size(0) == s.heads && rpb->size(1) == expected, "rpb must be [",
@@ -72,14 +90,21 @@ inline void check_local_attention_backward(const at::Tensor& grad, const at::Ten
 //      the CUDA glue does; the CPU glue accepts any dtype there and converts);
 //   2. rows' values, rpb (sets s.n_bias) and key_padding_mask.
 inline LocalAttentionSizes check_local_attention_probs_args(const at::Tensor& q, const at::Tensor& k,
-                                                            const at::Tensor& rows, int64_t left, int64_t right,
-                                                            bool shift, bool floating) {
+                                                            const at::Tensor& rows,
+                                                            const c10::optional<at::Tensor>& rpb, int64_t& left,
+                                                            int64_t& right, bool shift, bool floating) {
   TORCH_CHECK_VALUE(q.dim() == 4 && k.sizes() == q.sizes(), "q and k must be [B, H, T, D] of one shape");
   TORCH_CHECK_TYPE(q.scalar_type() == k.scalar_type(), "q and k must share a dtype");
   if (floating) check_local_attention_floating(q);
   TORCH_CHECK_VALUE(left >= 0 && right >= 0 && (!shift || left == right), "invalid window");
   const LocalAttentionSizes s{q.size(0), q.size(1), q.size(2), q.size(3), q.size(3), 0};
   TORCH_CHECK_VALUE(s.length >= 1, "T must be >= 1");
+  // The output is laid out by window offset, so offsets are not clamped here (Python does not
+  // either); bounded so that left + right + 1 and the bias size cannot overflow.
+  constexpr int64_t kMaxOffset = int64_t(1) << 40;
+  TORCH_CHECK_VALUE(left <= kMaxOffset && right <= kMaxOffset, "window_left and window_right must be <= 2**40, got ",
+                    left, " and ", right);
+  (void)rpb;
   TORCH_CHECK_TYPE(rows.scalar_type() == at::kLong, "rows must be int64");
   TORCH_CHECK_VALUE(rows.dim() == 2 && rows.size(0) == s.batch, "rows must be [B, R], got ", rows.sizes());
   return s;

@@ -14,10 +14,19 @@
 //     dk/dv rows the task owns, and its contributions to neighbouring rows (halo) and to
 //     the bias table (partial), which the glue adds in task order: no atomics, no races,
 //     bitwise reproducible for any thread count.
+//
+// Non-finite values (docs/design.md, "Non-finite values"): logits outside a row's window
+// or on padded keys are set to -inf by selection, the row max propagates NaN, and a row
+// whose max is NaN or +inf is NaN on its band (exp_row); the register-blocked products
+// multiply a tile's rows by every key of the tile, so a tile whose v / k / q / dout rows
+// hold a NaN or inf (flagged once per task by NonFinite) takes masked_combine /
+// masked_scatter instead, which add only the pairs inside each row's band. Finite data
+// never leaves the fast loops.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "../common/dropout_hash.h"
 #include "local_attention.h"
@@ -184,6 +193,29 @@ void tile_scatter(const T* w, int64_t ld_w, int64_t n, const T* const* a, int64_
       for (int r = 0; r < Layout::kRows; ++r) m[j * ld_m + c] += w[r * ld_w + j] * a[r][c];
 }
 
+// Which rows of a [rows, dims] matrix hold a NaN or inf, as prefix counts over rows
+// [lo, hi) of one batch-head, so a tile asks "any in [a, b)?" in O(1).
+template <typename T>
+struct NonFinite {
+  std::vector<int32_t> count;
+  int64_t lo = 0;
+  void build(const T* base, int64_t dims, int64_t lo_, int64_t hi) {
+    lo = lo_;
+    count.assign(static_cast<size_t>(hi - lo + 1), 0);
+    for (int64_t j = lo; j < hi; ++j) {
+      // x - x is NaN for NaN and inf, 0 otherwise, and NaN sticks in a sum: whole vectors.
+      const T* row = base + j * dims;
+      vec<T> acc{};
+      int64_t c = 0;
+      for (; c + kLanes<T> <= dims; c += kLanes<T>) acc += vload(row + c) - vload(row + c);
+      T tail = hsum<T>(acc);
+      for (; c < dims; ++c) tail += row[c] - row[c];
+      count[j - lo + 1] = count[j - lo] + (tail != T(0));
+    }
+  }
+  bool any(int64_t a, int64_t b) const { return count[b - lo] != count[a - lo]; }
+};
+
 // Everything a task needs that does not change from one row tile to the next.
 template <typename T>
 struct Task {
@@ -303,20 +335,32 @@ void tile_logits(const Task<T>& task, const RowTile<T>& tile, T* s, T* row_max) 
       const V idx = lanes + T(jj);
       V x = vload(row + jj);
       if (p.rpb != nullptr) x += vload(bias + jj);
-      if (p.pad != nullptr) x += vload(pen + jj);
-      x = (idx >= lo) & (idx < hi) ? x : neg_inf;
+      // Selection, not addition: NaN + -inf would be NaN on a padded key.
+      if (p.pad != nullptr)
+        x = (idx >= lo) & (idx < hi) & (vload(pen + jj) == T(0)) ? x : neg_inf;
+      else
+        x = (idx >= lo) & (idx < hi) ? x : neg_inf;
       vstore(row + jj, x);
-      m = m > x ? m : x;
+      m = (x != x) | (x > m) ? x : m;  // a NaN logit sticks: NaN > y is false
     }
-    row_max[r] = hmax<T>(m);
+    T mx = m[0];
+    for (int l = 1; l < W; ++l) mx = (m[l] != m[l]) | (m[l] > mx) ? m[l] : mx;
+    row_max[r] = mx;
   }
 }
 
 // row[jj] <- exp(row[jj] - shift) for jj < n (whole vectors: lanes past n hold -inf
-// logits and become 0); returns the row sum.
+// logits and become 0); returns the row sum. A NaN or +inf shift (a NaN logit, a +inf
+// logit or an overflow) is softmax's NaN on the row's band [lo, hi) minus padded keys
+// (pen, relative to the tile), 0 elsewhere, and a NaN sum.
 template <typename T>
-T exp_row(T* row, int64_t n, T shift) {
+T exp_row(T* row, int64_t n, T shift, int64_t lo, int64_t hi, const T* pen) {
   constexpr int W = kLanes<T>;
+  if (!(shift < __builtin_inf())) {
+    for (int64_t jj = 0; jj < ceil_to(n, int64_t(W)); ++jj)
+      row[jj] = jj >= lo && jj < hi && (pen == nullptr || pen[jj] == T(0)) ? T(__builtin_nan("")) : T(0);
+    return T(__builtin_nan(""));
+  }
   vec<T> sum{};
   for (int64_t jj = 0; jj < n; jj += W) {
     const vec<T> e = vexp(vload(row + jj) - shift);
@@ -342,6 +386,53 @@ T dot(const T* a, const T* b, int64_t n) {
   return s;
 }
 
+// Band of row r of the tile, relative to tile.key0.
+template <typename T>
+inline void row_band(const Task<T>& task, const RowTile<T>& tile, int64_t r, int64_t* lo, int64_t* hi) {
+  *lo = task.p.keys_begin(tile.first + r) - tile.key0;
+  *hi = task.p.keys_end(tile.first + r) - tile.key0;
+}
+
+template <typename T>
+inline bool padded(const Task<T>& task, const RowTile<T>& tile, int64_t jj) {
+  return task.p.pad != nullptr && task.scratch[task.lay.pen + tile.key0 - task.key_begin + jj] != T(0);
+}
+
+// tile_combine restricted to each row's band and unpadded keys (rows with skip[r] give 0):
+// the path of tiles whose m rows hold a NaN or inf, so 0 * NaN never crosses the band.
+template <typename T>
+void masked_combine(const Task<T>& task, const RowTile<T>& tile, const bool* skip, const T* w, int64_t ld_w,
+                    const T* m, int64_t ld_m, int64_t dims, T* out, int64_t ld_out) {
+  for (int64_t r = 0; r < tile.count; ++r) {
+    T* o = out + r * ld_out;
+    zero(o, dims);
+    if (skip[r]) continue;
+    int64_t lo, hi;
+    row_band(task, tile, r, &lo, &hi);
+    for (int64_t jj = lo; jj < hi; ++jj) {
+      if (padded(task, tile, jj)) continue;
+      const T x = w[r * ld_w + jj];
+      for (int64_t c = 0; c < dims; ++c) o[c] += x * m[jj * ld_m + c];
+    }
+  }
+}
+
+// tile_scatter restricted to each row's band and unpadded keys, rows with skip[r] left out.
+template <typename T>
+void masked_scatter(const Task<T>& task, const RowTile<T>& tile, const bool* skip, const T* w, int64_t ld_w,
+                    const T* const* a, int64_t dims, T* m, int64_t ld_m) {
+  for (int64_t r = 0; r < tile.count; ++r) {
+    if (skip[r]) continue;
+    int64_t lo, hi;
+    row_band(task, tile, r, &lo, &hi);
+    for (int64_t jj = lo; jj < hi; ++jj) {
+      if (padded(task, tile, jj)) continue;
+      const T x = w[r * ld_w + jj];
+      for (int64_t c = 0; c < dims; ++c) m[jj * ld_m + c] += x * a[r][c];
+    }
+  }
+}
+
 // The kernels, over tasks [t0, t1). Task t covers batch-head t / chunks() and query rows
 // [c * chunk, (c + 1) * chunk) with c = t % chunks().
 //   forward:  out, lse.
@@ -361,20 +452,27 @@ void forward(const Params<T>& p, int64_t t0, int64_t t1, T* scratch) {
     task.transpose(p.k, p.dim, p.scale, scratch + lay.kt);
     task.prepare_bias_and_padding();
     const Dropout drop(p.dropout_p, p.seed, task.bh);
+    NonFinite<T> bad_v;
+    bad_v.build(p.v + task.bh * p.length * p.dim_v, p.dim_v, task.key_begin, task.key_end);
     for (int64_t i0 = task.row_begin; i0 < task.row_end; i0 += R) {
       const RowTile<T> tile(task, i0);
       T row_max[R];
       tile_logits(task, tile, s, row_max);
       T inv_sum[R] = {};
+      bool empty[R] = {};
       for (int64_t r = 0; r < R; ++r) {
         T* row = s + r * lay.ld_cols;
         const int64_t i = tile.first + r;
         if (r >= tile.count || row_max[r] == -__builtin_inf()) {  // no visible key: output 0
           zero(row, tile.n);
+          empty[r] = true;
           if (r < tile.count) p.lse[task.bh * p.length + i] = -__builtin_inf();
           continue;
         }
-        const T sum = exp_row(row, tile.n, row_max[r]);
+        int64_t lo, hi;
+        row_band(task, tile, r, &lo, &hi);
+        const T* pen = p.pad != nullptr ? task.scratch + lay.pen + (tile.key0 - task.key_begin) : nullptr;
+        const T sum = exp_row(row, tile.n, row_max[r], lo, hi, pen);
         p.lse[task.bh * p.length + i] = row_max[r] + log_of(sum);
         inv_sum[r] = T(1) / sum;
         if (drop.active()) {
@@ -382,11 +480,16 @@ void forward(const Params<T>& p, int64_t t0, int64_t t1, T* scratch) {
           for (int64_t jj = 0; jj < tile.n; ++jj) row[jj] *= drop.keep(key, tile.key0 + jj) ? keep_scale : T(0);
         }
       }
-      tile_combine(s, lay.ld_cols, tile.n, p.v + (task.bh * p.length + tile.key0) * p.dim_v, p.dim_v, p.dim_v, o,
-                   p.dim_v);
+      const T* v_rows = p.v + (task.bh * p.length + tile.key0) * p.dim_v;
+      if (bad_v.any(tile.key0, tile.key0 + tile.n))
+        masked_combine(task, tile, empty, s, lay.ld_cols, v_rows, p.dim_v, p.dim_v, o, p.dim_v);
+      else
+        tile_combine(s, lay.ld_cols, tile.n, v_rows, p.dim_v, p.dim_v, o, p.dim_v);
       for (int64_t r = 0; r < tile.count; ++r) {
         T* dst = p.out + (task.bh * p.length + tile.first + r) * p.dim_v;
-        for (int64_t c = 0; c < p.dim_v; ++c) dst[c] = o[r * p.dim_v + c] * inv_sum[r];
+        if (empty[r]) zero(dst, p.dim_v);  // 0 * NaN must not reach a fully masked row
+        else
+          for (int64_t c = 0; c < p.dim_v; ++c) dst[c] = o[r * p.dim_v + c] * inv_sum[r];
       }
     }
   }
@@ -395,7 +498,8 @@ void forward(const Params<T>& p, int64_t t0, int64_t t1, T* scratch) {
 // Per row of the tile: s <- the dropped-out probabilities p~ (what multiplied v),
 // dp <- ds = p * (dp~ * mask - delta), and accumulates ds into the task's bias gradient.
 template <typename T>
-void tile_softmax_backward(const Task<T>& task, const RowTile<T>& tile, const Dropout& drop, T* s, T* dp) {
+void tile_softmax_backward(const Task<T>& task, const RowTile<T>& tile, const Dropout& drop, bool v_finite, T* s,
+                           T* dp, bool* skip) {
   constexpr int W = kLanes<T>;
   const Params<T>& p = task.p;
   const Layout& lay = task.lay;
@@ -405,14 +509,28 @@ void tile_softmax_backward(const Task<T>& task, const RowTile<T>& tile, const Dr
     T* dprow = dp + r * lay.ld_cols;
     const int64_t i = tile.first + r;
     const T lse = r < tile.count ? p.lse[task.bh * p.length + i] : -__builtin_inf();
-    if (lse == -__builtin_inf()) {  // a row with no visible key (or past the tile) has no gradient
+    skip[r] = lse == -__builtin_inf();
+    if (skip[r]) {  // a row with no visible key (or past the tile) has no gradient
       zero(prow, tile.n);
       zero(dprow, tile.n);
       continue;
     }
-    exp_row(prow, tile.n, lse);
+    int64_t lo, hi;
+    row_band(task, tile, r, &lo, &hi);
+    const T* pen = p.pad != nullptr ? task.scratch + lay.pen + (tile.key0 - task.key_begin) : nullptr;
+    exp_row(prow, tile.n, lse, lo, hi, pen);
     const int64_t row = task.bh * p.length + i;
     const T delta = dot(p.dout + row * p.dim_v, p.out + row * p.dim_v, p.dim_v);
+    // Finite lse, delta (so finite dout and out) and v: every ds outside the band is
+    // 0 * finite = 0. Otherwise select the band, so no 0 * NaN lands outside it.
+    if (!(v_finite && lse < __builtin_inf() && delta - delta == T(0))) {
+      for (int64_t jj = 0; jj < ceil_to(tile.n, int64_t(W)); ++jj) {
+        const bool inside = jj >= lo && jj < hi && (pen == nullptr || pen[jj] == T(0));
+        const T m = !drop.active() ? T(1) : drop.keep(drop.row_key(i), tile.key0 + jj) ? keep_scale : T(0);
+        dprow[jj] = inside ? prow[jj] * (dprow[jj] * m - delta) : T(0);
+        prow[jj] = inside ? prow[jj] * m : T(0);
+      }
+    } else
     if (drop.active()) {
       const uint32_t key = drop.row_key(i);
       // Whole vectors, like the branch below: the bias loop reads dprow up to
@@ -450,23 +568,40 @@ void backward(const Params<T>& p, int64_t t0, int64_t t1, T* scratch, T* halo, T
     zero(dk, task.keys() * p.dim);
     zero(dv, task.keys() * p.dim_v);
     const Dropout drop(p.dropout_p, p.seed, task.bh);
+    NonFinite<T> bad_q, bad_k, bad_v, bad_dout;
+    bad_k.build(p.k + task.bh * p.length * p.dim, p.dim, task.key_begin, task.key_end);
+    bad_v.build(p.v + task.bh * p.length * p.dim_v, p.dim_v, task.key_begin, task.key_end);
+    bad_q.build(p.q + task.bh * p.length * p.dim, p.dim, task.row_begin, task.row_end);
+    bad_dout.build(p.dout + task.bh * p.length * p.dim_v, p.dim_v, task.row_begin, task.row_end);
     for (int64_t i0 = task.row_begin; i0 < task.row_end; i0 += R) {
       const RowTile<T> tile(task, i0);
       T row_max[R];
       tile_logits(task, tile, s, row_max);
+      const int64_t tile_end = tile.first + tile.count, keys_end = tile.key0 + tile.n;
       const T* grad_rows[R];
       for (int r = 0; r < R; ++r) grad_rows[r] = p.dout + (task.bh * p.length + tile.first + min64(r, tile.count - 1)) * p.dim_v;
       tile_scores(grad_rows, p.dim_v, scratch + lay.vt + (tile.key0 - task.key_begin), lay.ld_keys, tile.n, dp,
                   lay.ld_cols);
-      tile_softmax_backward(task, tile, drop, s, dp);
+      bool skip[R] = {};
+      tile_softmax_backward(task, tile, drop, !bad_v.any(tile.key0, keys_end), s, dp, skip);
       const int64_t local = tile.key0 - task.key_begin;
-      tile_combine(dp, lay.ld_cols, tile.n, p.k + (task.bh * p.length + tile.key0) * p.dim, p.dim, p.dim, o, p.dim);
+      const T* k_rows = p.k + (task.bh * p.length + tile.key0) * p.dim;
+      if (bad_k.any(tile.key0, keys_end))
+        masked_combine(task, tile, skip, dp, lay.ld_cols, k_rows, p.dim, p.dim, o, p.dim);
+      else
+        tile_combine(dp, lay.ld_cols, tile.n, k_rows, p.dim, p.dim, o, p.dim);
       for (int64_t r = 0; r < tile.count; ++r) {
         T* dst = p.dq + (task.bh * p.length + tile.first + r) * p.dim;
         for (int64_t c = 0; c < p.dim; ++c) dst[c] = o[r * p.dim + c] * p.scale;
       }
-      tile_scatter(dp, lay.ld_cols, tile.n, tile.q, p.dim, dk + local * p.dim, p.dim);
-      tile_scatter(s, lay.ld_cols, tile.n, grad_rows, p.dim_v, dv + local * p.dim_v, p.dim_v);
+      if (bad_q.any(tile.first, tile_end))
+        masked_scatter(task, tile, skip, dp, lay.ld_cols, tile.q, p.dim, dk + local * p.dim, p.dim);
+      else
+        tile_scatter(dp, lay.ld_cols, tile.n, tile.q, p.dim, dk + local * p.dim, p.dim);
+      if (bad_dout.any(tile.first, tile_end))
+        masked_scatter(task, tile, skip, s, lay.ld_cols, grad_rows, p.dim_v, dv + local * p.dim_v, p.dim_v);
+      else
+        tile_scatter(s, lay.ld_cols, tile.n, grad_rows, p.dim_v, dv + local * p.dim_v, p.dim_v);
     }
     // Owned key rows (= the task's query rows) go straight to dk / dv; rows before and
     // after go to this task's halo, added by the glue in task order.

@@ -32,7 +32,7 @@ struct Geometry {
 Geometry check(const at::Tensor& q, const at::Tensor& k, const at::Tensor& rows,
                const c10::optional<at::Tensor>& rpb, const c10::optional<at::Tensor>& pad, int64_t left,
                int64_t right, bool shift) {
-  LocalAttentionSizes s = check_local_attention_probs_args(q, k, rows, left, right, shift, /*floating=*/false);
+  LocalAttentionSizes s = check_local_attention_probs_args(q, k, rows, rpb, left, right, shift, /*floating=*/false);
   check_local_attention_probs_rows_bias_mask(rows, rpb, pad, left, right, shift, s);
   return {s.batch, s.heads, s.length, s.dim, rows.size(1), left + right + 1, left, right, s.n_bias, shift};
 }
@@ -80,7 +80,7 @@ at::Tensor local_attention_probs_forward(const at::Tensor& q_, const at::Tensor&
             for (int64_t d = 0; d < g.D; ++d) s += qi[d] * kj[d];
             s = s * scalar_t(scale) + (bias ? bias[h * g.n_bias + j - i + g.bias_offset()] : scalar_t(0));
             logit[m] = s;
-            max = std::max(max, s);
+            max = (s != s) | (s > max) ? s : max;  // NaN sticks (std::max would drop it)
           });
           if (max == -std::numeric_limits<scalar_t>::infinity()) continue;  // no visible key: zeros
           scalar_t sum = 0;
@@ -124,7 +124,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> local_attention_probs_backward(
           const scalar_t* p = pp + (bh * g.R + r) * g.W;
           const scalar_t* gr = gp + (bh * g.R + r) * g.W;
           scalar_t inner = 0;  // sum_m p_m g_m over visible keys
-          for_visible(g, pad_row, i, [&](int64_t m, int64_t) { inner += p[m] * gr[m]; });
+          bool empty = true;   // every probability 0: the row was fully masked, no gradient
+          for_visible(g, pad_row, i, [&](int64_t m, int64_t) {
+            inner += p[m] * gr[m];
+            empty = empty && p[m] == scalar_t(0);
+          });
+          if (empty) continue;  // (a NaN row has NaN probabilities, so it is never skipped)
           for_visible(g, pad_row, i, [&](int64_t m, int64_t j) {
             const scalar_t ds = p[m] * (gr[m] - inner);
             const scalar_t* qi = qp + (bh * g.T + i) * g.D;

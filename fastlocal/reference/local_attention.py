@@ -45,6 +45,87 @@ def _band(
     return (j >= start) & (j < start + left + right + 1) & (j >= 0) & (j < length)
 
 
+def _banded_mm(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor, nonneg: bool = False) -> torch.Tensor:
+    """out[..., i, n] = sum over j with valid[..., i, j] of a[..., i, j] * b[..., j, n].
+
+    Entries outside ``valid`` are left out by selection, never multiplied by zero, so a
+    NaN or inf in ``b`` at key j reaches exactly the rows whose band holds j. Inside the
+    band it is the plain product: 0 * NaN = NaN, 0 * inf = NaN, p * inf = +-inf.
+    """
+    a = torch.where(valid, a, 0.0)
+    finite = torch.isfinite(b)
+    # Eager: the counting below only when b holds a NaN or inf (one check); traced by
+    # torch.compile: always (no data-dependent branch, so no graph break).
+    if not torch.compiler.is_compiling() and bool(finite.all()):
+        return a @ b
+    out = a @ torch.where(finite, b, 0.0)
+    f = a.dtype
+    pos_b, neg_b, nan_b = (b == float("inf")).to(f), (b == float("-inf")).to(f), torch.isnan(b).to(f)
+    inf_b = pos_b + neg_b
+    a_pos = (valid & (a > 0)).to(f)
+    nan = valid.to(f).expand_as(a) @ nan_b + (valid & (a == 0)).to(f) @ inf_b
+    pos, neg = a_pos @ pos_b, a_pos @ neg_b
+    if not nonneg:  # (``nonneg``: a >= 0 or NaN, as probabilities are: no negative terms)
+        a_neg = (valid & (a < 0)).to(f)
+        pos, neg = pos + a_neg @ neg_b, neg + a_neg @ pos_b
+    inf = torch.tensor(float("inf"), dtype=f, device=a.device)
+    poison = torch.where(
+        (nan > 0) | ((pos > 0) & (neg > 0)),
+        torch.nan,
+        torch.where(pos > 0, inf, torch.where(neg > 0, -inf, 0.0)),
+    )
+    return out + poison
+
+
+class _BandScores(torch.autograd.Function):
+    """Logits q [B,H,Q,D] . k [B,H,K,D] * scale + bias [H,Q,K] on the band ``valid``
+    ([B,1,Q,K]), -inf outside it. A row whose logits are all -inf (padding, -inf bias, or
+    q.k = -inf) is fully masked: it leaves the band of the backward, so its gradients are
+    zero and no 0 * inf from its q or k reaches one."""
+
+    @staticmethod
+    def forward(q, k, bias, valid, scale):
+        s = q @ k.transpose(-1, -2) * scale
+        if bias is not None:
+            s = s + bias
+        return torch.where(valid, s, float("-inf"))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        q, k, bias, valid, scale = inputs
+        band = valid & ~(output == float("-inf")).all(-1, keepdim=True)
+        ctx.save_for_backward(q, k, band)
+        ctx.scale, ctx.has_bias = scale, bias is not None
+
+    @staticmethod
+    def backward(ctx, g):
+        q, k, band = ctx.saved_tensors
+        ds = torch.where(band, g, 0.0)
+        dq = _banded_mm(ds, k, band) * ctx.scale
+        dk = _banded_mm(ds.transpose(-1, -2), q, band.transpose(-1, -2)) * ctx.scale
+        dbias = ds.sum(0) if ctx.has_bias else None
+        return dq, dk, dbias, None, None
+
+
+class _BandValues(torch.autograd.Function):
+    """p [B,H,Q,K] @ v [B,H,K,Dv] over the band ``valid`` ([B,1,Q,K]) only."""
+
+    @staticmethod
+    def forward(p, v, valid):
+        return _banded_mm(p, v, valid, nonneg=True)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, g):
+        p, v, valid = ctx.saved_tensors
+        dp = torch.where(valid, g @ v.transpose(-1, -2), 0.0)
+        dv = _banded_mm(p.transpose(-1, -2), g, valid.transpose(-1, -2), nonneg=True)
+        return dp, dv, None
+
+
 def _scores(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -56,18 +137,22 @@ def _scores(
     scale: float,
 ) -> torch.Tensor:
     """Logits q.k * scale + bias, -inf outside ``valid``. q [B,H,Q,D], k [B,H,K,D], valid [B,Q,K]."""
-    s = torch.einsum("bhqd,bhkd->bhqk", q, k) * scale
+    bias = None
     if rpb is not None:
         rel = (keys[None, :] - rows[:, None] + offset).clamp(0, rpb.shape[1] - 1)  # clamped where invalid
-        s = s + rpb[:, rel]
-    return s.masked_fill(~valid[:, None], float("-inf"))
+        bias = rpb[:, rel]
+    return _BandScores.apply(q, k, bias, valid[:, None], scale)
 
 
-def _softmax(s: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last axis that gives exact zeros (and zero gradients) on empty rows."""
-    empty = ~valid.any(-1, keepdim=True)[:, None]
+def _softmax(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax over the last axis, and the rows with no finite-or-NaN logit ([B,H,Q,1]).
+
+    A row whose logits are all -inf (every key out of the window, padded or biased to
+    -inf) gives exact zeros and zero gradients; a NaN or +inf logit makes its row NaN.
+    """
+    empty = (s == float("-inf")).all(-1, keepdim=True)
     p = torch.softmax(s.masked_fill(empty, 0.0), dim=-1)
-    return p.masked_fill(empty, 0.0)
+    return p.masked_fill(empty, 0.0), empty
 
 
 def _block_size(window: int, length: int) -> int:
@@ -122,11 +207,12 @@ def local_attention(
         if pad is not None:
             valid = valid & ~pad[:, None, keys]
         s = _scores(q_block, k_blocks[n], rows, keys, valid, bias, offset, scale)
-        p = _softmax(s, valid)
+        p, empty = _softmax(s)  # empty: fully masked rows (all logits -inf): zeros, no gradient
+        band = valid[:, None] & ~empty  # [B, H, Q, K]: what each row reads
         if dropout_p > 0:
             keep = keep_mask(seed, bh, rows.view(1, 1, -1, 1), keys.view(1, 1, 1, -1), dropout_p)
             p = p * keep / (1.0 - dropout_p)
-        outputs.append(p @ v_blocks[n])
+        outputs.append(_BandValues.apply(p, v_blocks[n], band))
     return torch.cat(outputs, dim=2).to(q.dtype)
 
 
@@ -158,10 +244,28 @@ def local_attention_probs(
     if key_padding_mask is not None:
         valid = valid & ~key_padding_mask.bool().gather(1, safe.view(B, -1)).view(B, R, W)
     q_rows = q.to(acc).gather(2, rows[:, None, :, None].expand(B, H, R, D))
-    k_win = k.to(acc).gather(2, safe.view(B, 1, R * W, 1).expand(B, H, R * W, D)).view(B, H, R, W, D)
+    k_all = k.to(acc)
+    with torch.no_grad():  # fully masked rows (every logit -inf) take no part, as in local_attention
+        empty = (_probs_logits(q_rows, k_all, rows, keys, safe, valid[:, None], rpb, left, right, edge, scale)
+                 == float("-inf")).all(-1, keepdim=True)
+    band = valid[:, None] & ~empty  # [B, H, R, W]
+    q_rows = torch.where(empty, 0.0, q_rows)
+    s = _probs_logits(q_rows, k_all, rows, keys, safe, band, rpb, left, right, edge, scale)
+    # Selection: a NaN row is NaN on its keys and 0 on entries outside the sequence or padded.
+    return torch.where(band, _softmax(s)[0], 0.0).to(q.dtype)
+
+
+def _probs_logits(q_rows, k, rows, keys, safe, band, rpb, left, right, edge, scale):
+    """[B, H, R, W] logits of ``local_attention_probs``, -inf outside ``band``."""
+    B, H, R, D = q_rows.shape
+    W = keys.shape[-1]
+    acc = q_rows.dtype
+    k_win = k.gather(2, safe.view(B, 1, R * W, 1).expand(B, H, R * W, D)).view(B, H, R, W, D)
+    # Selection, not a product: a NaN key outside the window or padded must not reach the
+    # row through the backward's 0 * NaN.
+    k_win = torch.where(band[..., None], k_win, 0.0)
     s = torch.einsum("bhrd,bhrwd->bhrw", q_rows, k_win) * scale
     if rpb is not None:
         rel = (keys - rows[..., None] + bias_offset(left, right, edge)).clamp(0, rpb.shape[1] - 1)
         s = s + rpb.to(acc)[:, rel].permute(1, 0, 2, 3)  # [H,B,R,W] -> [B,H,R,W]
-    s = s.masked_fill(~valid[:, None], float("-inf"))
-    return _softmax(s, valid).to(q.dtype)
+    return s.masked_fill(~band, float("-inf"))
