@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench.add_argument("--quick", action="store_true",
                        help="the smaller configurations of each suite, the slowest peers skipped "
-                            "(under 3 minutes on 2 CPU cores)")
+                            "(about 2.5 minutes on 2 idle CPU cores)")
     bench.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS), help="ops to benchmark (default: all)")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     bench.add_argument("--out", type=Path, default=Path("bench-results"),
