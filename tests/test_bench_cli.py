@@ -186,7 +186,7 @@ def test_rounds_are_sized_by_a_steady_call() -> None:
     # Sized by the first call (0.3 s), a 2 ms call would get the minimum of 2 rounds in a 0.5 s budget.
     r = measure(_SlowFirstCall(), "ours", SUITES["local_attention"].tiny_configs[0], "forward", PeakMemory(None),
                 budget_s=0.5, min_rounds=2)
-    assert r.status == "ok" and len(r.times) >= 50 and max(r.times) < 0.1, r
+    assert r.status == "ok" and len(r.times) >= 10 and max(r.times) < 0.1, r
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
