@@ -8,7 +8,20 @@ before ``fastlocal.kernels`` is imported: this file is imported first.
 
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny problems (a block of <= ~100 queries, a gradcheck on
+    T <= 9): intra-op threads only add synchronisation, and on a shared 2-core runner OpenMP's
+    barriers stall (test_local_attention took 30 s idle and 70 s beside one busy process).
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -37,18 +37,7 @@ F64 = torch.float64
 REF = "reference"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run this module single-threaded (the determinism test sets its own counts).
-
-    Every op here is tiny (a block of <= ~100 queries, or a gradcheck on T <= 9), so
-    intra-op threads only add synchronisation, and on a shared 2-core runner OpenMP's
-    barriers stall: the same file took 30 s idle and 70 s beside one other busy process.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- backends
@@ -930,7 +919,7 @@ def test_long_sequence_banded(edge):
     go = torch.zeros(B, H, T, D)
     go[:, :, rows] = rand(B, H, len(rows), D, dtype=torch.float32, gen=g)
 
-    start = time.perf_counter()  # single-threaded (see _one_thread), so the timing is stable
+    start = time.perf_counter()  # single-threaded (conftest.one_thread), so the timing is stable
     with LargestTensor() as largest:
         out = fastlocal.local_attention(q, k, v, w, rpb, edge=edge, backend=REF)
         out.backward(go)

@@ -24,13 +24,7 @@ WINDOWS = [(5, None, None, "clip"), (7, 3, 0, "clip"), (5, None, None, "shift"),
 WINDOW_IDS = ["clip5", "causal3", "shift5", "full"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny ops: intra-op threads only add synchronisation (see test_local_attention).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class DenseLocalAttention(nn.Module):

@@ -34,13 +34,7 @@ F64 = {"rtol": 1e-12, "atol": 1e-14}
 REF = "reference"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Single-threaded: every problem here is tiny and the runner's 2 cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 _NAMES = tuple(dict.fromkeys((*TOPK.IMPLEMENTED, *GPU_BACKENDS)))

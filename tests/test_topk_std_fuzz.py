@@ -47,12 +47,7 @@ TIE = {torch.float64: 1e-12, torch.float32: 1e-6, torch.float16: 1e-6, torch.bfl
 HUGE = {torch.float64: (1e150, 1e300), torch.float32: (1e18, 1e38), torch.float16: (6e4,), torch.bfloat16: (1e18, 1e38)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tensor(draw, g, shape, dtype, layout):
