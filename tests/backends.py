@@ -8,7 +8,8 @@ interpreter (``TRITON_INTERPRET=1``, set by conftest.py without a GPU), which ru
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Set
 
 import pytest
 import torch
@@ -50,3 +51,19 @@ def device_of(backend: str) -> torch.device:
     if backend == "cuda" or (backend == "triton" and not triton_interpreted()):
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def assert_same_refusal(backend: str, want: BaseException, got: BaseException | None, names: Set[str]) -> None:
+    """Differential fuzzers: the reference refused a call (``want``); it must be a ValueError or
+    TypeError naming one of ``names``, and ``backend`` must raise the same type and message."""
+    assert type(want) in (ValueError, TypeError), repr(want)
+    assert any(re.search(rf"\b{n}\b", str(want)) for n in names), f"{want!r} names none of {names}"
+    assert got is not None, f"{backend} returned where the reference raised {want!r}"
+    assert (type(got), str(got)) == (type(want), str(want))
+
+
+def assert_same_acceptance(backend: str, got: BaseException | None, must: Set[str]) -> None:
+    """Differential fuzzers: the reference served a call, which must not be invalid in any of
+    ``must``, and ``backend`` must serve it too."""
+    assert not must, f"reference accepted a call that is invalid in {must}"
+    assert got is None, f"{backend} raised {got!r} where the reference returned"
