@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.tut.config import PRESETS
-from models.tut.model import TUT
+from fastlocal.models.tut.config import PRESETS
+from fastlocal.models.tut.model import TUT
 
 
 def tiny_model() -> TUT:
