@@ -109,7 +109,12 @@ setup(
     extras_require={
         # Triton kernels are tested under TRITON_INTERPRET=1 where there is no GPU (tests/conftest.py).
         # matplotlib: the main job (`python -m fastlocal bench`) writes the plots the README shows.
-        "test": ["pytest", "pytest-benchmark", "hypothesis", "matplotlib", f"triton>=3.4; {_TRITON_PLATFORMS}"],
+        # video: PyAV decodes video files (fastlocal.data); frame folders need only Pillow.
+        "video": ["av>=12", "Pillow"],
+        # h5: per-video detection features stored as .h5 instead of .npy.
+        "h5": ["h5py"],
+        "test": ["pytest", "pytest-benchmark", "hypothesis", "matplotlib", "av>=12", "Pillow", "h5py",
+                 f"triton>=3.4; {_TRITON_PLATFORMS}"],
         "triton": [f"triton>=3.4; {_TRITON_PLATFORMS}"],
         "plot": ["matplotlib"],
     },

@@ -1,6 +1,4 @@
-"""Evaluation metrics for temporal video models (docs/design.md, "Metrics").
-
-Action segmentation (frame-wise labels per video), exactly as MS-TCN's ``eval.py``
+"""Action-segmentation metrics (frame-wise labels per video), exactly as MS-TCN's ``eval.py``
 (github yabufarha/ms-tcn), vectorised with NumPy:
 
 - segments are maximal runs of one label; segments of a background class are dropped
@@ -14,8 +12,7 @@ Action segmentation (frame-wise labels per video), exactly as MS-TCN's ``eval.py
 
 Labels may be any comparable values (class indices or class names). Use
 :func:`segmentation_scores` for a list of videos or :class:`SegmentationMetrics` to
-accumulate video by video. (Temporal-detection mAP and top-k accuracy will sit beside
-these, per docs/design.md.)
+accumulate video by video.
 """
 
 from __future__ import annotations
