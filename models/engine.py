@@ -166,6 +166,12 @@ class Task:
     def collate(self, items: list[Any]) -> Any:
         raise NotImplementedError
 
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]] | None:
+        """Optimizer parameter groups, each a dict with ``params`` and optionally ``lr_scale``
+        (its lr is ``lr * lr_scale``; e.g. a backbone trained 1000x slower than the head) and
+        ``weight_decay``. None (the default): one group of every trainable parameter."""
+        return None
+
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
@@ -306,8 +312,15 @@ def _loader(
 # ---- optimizer, schedule, precision ------------------------------------------------------------
 
 
-def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def _optimizer(model: nn.Module, config: TrainConfig, groups: list[dict[str, Any]] | None) -> torch.optim.Optimizer:
+    if groups is None:
+        groups = [{"params": list(model.parameters())}]
+    params = []
+    for group in groups:
+        group = dict(group)
+        group["params"] = [p for p in group["params"] if p.requires_grad]
+        group["lr"] = config.lr * group.pop("lr_scale", 1.0)
+        params.append(group)
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
@@ -497,7 +510,7 @@ def _fit(
     train_set = task.train_set()
     eval_set = task.eval_set() if config.eval_every else None
     steps_per_epoch = len(step_plan(len(train_set), 0, config, env.world_size, env.rank))
-    optimizer = _optimizer(net, config)
+    optimizer = _optimizer(net, config, task.param_groups(net))
     scheduler = _scheduler(optimizer, config, steps_per_epoch)
     _autocast(config, env.device)  # reject fp16 on CPU before any work
     scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None

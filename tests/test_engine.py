@@ -118,6 +118,20 @@ def test_lr_schedules_warm_up_then_decay(kind):
         assert tail == sorted(tail, reverse=True)
 
 
+def test_param_groups_scale_the_lr_per_group_and_skip_frozen_parameters():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    model[2].requires_grad_(False)
+    groups = [{"params": model[0].parameters(), "lr_scale": 1e-3},
+              {"params": [*model[1].parameters(), *model[2].parameters()], "weight_decay": 0.5}]
+    optimizer = engine._optimizer(model, train_config(optimizer="adamw", lr=0.1, weight_decay=0.01), groups)
+    backbone, head = optimizer.param_groups
+    assert backbone["lr"] == pytest.approx(1e-4) and backbone["weight_decay"] == 0.01
+    assert head["lr"] == 0.1 and head["weight_decay"] == 0.5
+    assert [p.shape for p in head["params"]] == [(2, 2), (2,)]  # the frozen layer is left out
+    every = engine._optimizer(model, train_config(), None).param_groups
+    assert len(every) == 1 and len(every[0]["params"]) == 4
+
+
 def test_fp16_on_cpu_is_a_clear_error(data):
     with pytest.raises(ValueError, match="amp='fp16' needs a CUDA device"):
         engine.fit(tut_task(data), train_config(amp="fp16"), progress=False, log=None)
