@@ -119,6 +119,7 @@ def info(spec: ModelSpec, args: argparse.Namespace) -> str:
     lines += ["", f"parameters: {params:,} ({trainable:,} trainable)",
               f"multiply-adds of one sample ({spec.example_note}): {macs:,} ({macs / 1e9:.3f} G)"]
     lines += [f"  {op}: {n:,}" for op, n in sorted(per_op.items(), key=lambda kv: -kv[1])]
+    lines += list(spec.published(args.preset))
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,7 +47,9 @@ class ModelSpec:
     """How to build, describe and train one model.
 
     ``build(config)`` makes the module; ``example(config)`` returns the positional inputs of
-    one sample (``info`` measures its multiply-adds) and ``example_note`` says what it is.
+    one sample (``info`` measures its multiply-adds) and ``example_note`` says what it is;
+    ``published(preset)`` returns lines ``info`` prints after its measurement (the paper's
+    numbers for that preset and why they differ), or nothing.
     """
 
     name: str
@@ -60,6 +62,7 @@ class ModelSpec:
     example: Callable[[Any], tuple[Any, ...]]
     example_note: str
     cli: ModelCLI
+    published: Callable[[str], Sequence[str]] = lambda preset: ()
 
 
 def get_spec(name: str) -> ModelSpec:
