@@ -4,8 +4,14 @@
   (:class:`MSTCNDataset`).
 - :mod:`fastlocal.data.synthetic`: a generator writing that layout
   (``python -m fastlocal.data.synthetic --out DIR``).
+- :mod:`fastlocal.data.video` and :mod:`fastlocal.data.kinetics`: video files (PyAV, the ``video``
+  extra) and frame folders; Kinetics-style ``path unused label`` lists, training clips and
+  3-crop x 10-clip test views as VidTr's released code (:class:`KineticsClips`,
+  :class:`KineticsViews`); :mod:`fastlocal.data.synthetic_video` writes such a dataset
+  (``python -m fastlocal.data.synthetic_video --out DIR``).
 """
 
+from .kinetics import ClipSpec, KineticsClips, KineticsViews, VideoEntry, read_video_list
 from .mstcn import (
     DatasetError,
     MSTCNDataset,
@@ -16,14 +22,23 @@ from .mstcn import (
     read_mapping,
     write_labels,
 )
+from .video import VideoDecoderMissingError, VideoReader, read_frames
 
 __all__ = [
+    "ClipSpec",
     "DatasetError",
+    "KineticsClips",
+    "KineticsViews",
     "MSTCNDataset",
     "Video",
+    "VideoDecoderMissingError",
+    "VideoEntry",
+    "VideoReader",
     "read_bundle",
     "read_features",
+    "read_frames",
     "read_labels",
     "read_mapping",
+    "read_video_list",
     "write_labels",
 ]
