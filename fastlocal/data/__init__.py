@@ -9,8 +9,22 @@
   3-crop x 10-clip test views as VidTr's released code (:class:`KineticsClips`,
   :class:`KineticsViews`); :mod:`fastlocal.data.synthetic_video` writes such a dataset
   (``python -m fastlocal.data.synthetic_video --out DIR``).
+- :mod:`fastlocal.data.detection`: temporal action detection, ActivityNet / THUMOS ground
+  truth, per-video features rescaled as ETAD (:class:`DetectionDataset`), submissions;
+  :mod:`fastlocal.data.synthetic_detection` writes such a dataset
+  (``python -m fastlocal.data.synthetic_detection --out DIR``).
 """
 
+from .detection import (
+    DetectionDataset,
+    DetectionSample,
+    GroundTruth,
+    Predictions,
+    collate_detection,
+    read_ground_truth,
+    read_predictions,
+    write_predictions,
+)
 from .kinetics import ClipSpec, KineticsClips, KineticsViews, VideoEntry, read_video_list
 from .mstcn import (
     DatasetError,
@@ -27,18 +41,26 @@ from .video import VideoDecoderMissingError, VideoReader, read_frames
 __all__ = [
     "ClipSpec",
     "DatasetError",
+    "DetectionDataset",
+    "DetectionSample",
+    "GroundTruth",
     "KineticsClips",
     "KineticsViews",
     "MSTCNDataset",
+    "Predictions",
     "Video",
     "VideoDecoderMissingError",
     "VideoEntry",
     "VideoReader",
+    "collate_detection",
     "read_bundle",
     "read_features",
     "read_frames",
+    "read_ground_truth",
     "read_labels",
     "read_mapping",
+    "read_predictions",
     "read_video_list",
     "write_labels",
+    "write_predictions",
 ]
