@@ -2,15 +2,17 @@
 
 Importing this module registers them (``import fastlocal.flop_formulas``; the models'
 ``info`` command does). Without it, ``FlopCounterMode`` counts a model's linear layers and
-convolutions but not its fused attention. Counts are the useful multiply-adds times two, as
-PyTorch counts a matmul: only the (query, key) pairs inside a window, never a T x T matrix.
+convolutions but not its fused attention, nor ``scaled_dot_product_attention`` on the CPU
+(PyTorch has no formula for its fused CPU op; one is registered here too). Counts are the
+useful multiply-adds times two, as PyTorch counts a matmul: only the (query, key) pairs
+inside a window, never a T x T matrix.
 It is a separate import because ``torch.utils.flop_counter`` costs ~0.15 s to import.
 """
 
 from __future__ import annotations
 
 import torch
-from torch.utils.flop_counter import register_flop_formula
+from torch.utils.flop_counter import register_flop_formula, sdpa_backward_flop_count, sdpa_flop_count
 
 from . import local_attention as _local_attention  # noqa: F401  (registers torch.ops.fastlocal.local_attention*)
 from . import topk_std as _topk_std  # noqa: F401
@@ -65,3 +67,15 @@ def _topk_std_attention_backward_flop(grad, q, k, v, index, lse, *args, out_shap
     rows = grad[2]
     # kept rows' scores recomputed (D), dP (Dv), dv (Dv), dq and dk (D each)
     return 2 * B * H * rows * k[2] * (3 * D + 2 * v[-1])
+
+
+# PyTorch registers formulas for the CUDA SDPA kernels only; on the CPU, attention without
+# dropout runs this fused op and would count 0 (models that use scaled_dot_product_attention).
+@register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu)
+def _sdpa_cpu_flop(q, k, v, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(q, k, v)
+
+
+@register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward)
+def _sdpa_cpu_backward_flop(grad, q, k, v, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad, q, k, v)
