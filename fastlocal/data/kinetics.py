@@ -274,9 +274,10 @@ def make_views(frames: np.ndarray | torch.Tensor, spec: ClipSpec = ClipSpec()) -
     one after another) -> float32 ``[crops * clips, 3, T, S, S]``, crop-major."""
     x = resize_short_side(_to_float(frames), spec.crop_size)
     T, size = spec.num_frames, spec.crop_size
-    if x.shape[1] % T:
-        raise ValueError(f"frames must hold whole clips of num_frames={T}, got {x.shape[1]} frames")
-    clips = x.reshape(3, x.shape[1] // T, T, *x.shape[-2:]).transpose(0, 1)  # [clips, 3, T, H, W]
+    if x.shape[1] != spec.test_clips * T:
+        raise ValueError(f"frames must hold test_clips x num_frames = {spec.test_clips} x {T} frames, "
+                         f"got {x.shape[1]}")
+    clips = x.reshape(3, spec.test_clips, T, *x.shape[-2:]).transpose(0, 1)  # [clips, 3, T, H, W]
     views = [clips[..., top:top + size, left:left + size]
              for top, left in crop_offsets(*x.shape[-2:], size, spec.test_crops)]
     out = torch.stack(views).flatten(0, 1)  # [crops * clips, 3, T, S, S]

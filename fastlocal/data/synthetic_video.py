@@ -28,7 +28,8 @@ Written layout (``DIR``)::
     train_videos.txt  val_videos.txt  "videos/video0000.mp4 <frames> <label>"
 
 Frame folders are always written; mp4 files when PyAV is installed (or ``--formats`` asks).
-The validation split takes ``val_fraction`` of each class.
+The validation split takes ``val_fraction`` of each class (rounded; at least one video of each
+class when ``val_fraction > 0``, and at least one stays in training).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class SyntheticVideoSpec:
     (even when mp4 is written); ``classes`` names from :data:`CLASSES`, in label order;
     ``speed`` (low, high) pixels per frame of ``up``/``down``; ``radius`` (low, high) pixels;
     ``noise`` per-pixel Gaussian noise std (0-255 scale); ``val_fraction`` of each class in
-    ``val_*.txt`` (at least one video per class stays in training); ``formats`` of
+    ``val_*.txt`` (at least one when > 0; at least one per class stays in training); ``formats`` of
     ``("frames", "mp4")`` (None: both when PyAV is installed, else frames); ``image_format``
     ``"jpg"`` or ``"png"``; ``fps`` of the mp4 files; ``seed`` >= 0.
     """
@@ -207,7 +208,8 @@ def generate(out: str | os.PathLike, spec: SyntheticVideoSpec | None = None) -> 
     val = np.zeros(spec.videos, bool)
     for c in range(len(spec.classes)):
         members = rng.permutation(np.flatnonzero(labels == c))
-        val[members[: min(round(spec.val_fraction * members.size), members.size - 1)]] = True
+        share = max(round(spec.val_fraction * members.size), 1) if spec.val_fraction > 0 else 0
+        val[members[: min(share, members.size - 1)]] = True
     lines: dict[str, list[str]] = {f"{s}_{f}": [] for s in ("train", "val") for f in ("frames", "videos")}
     for v in range(spec.videos):
         name = f"video{v:04d}"
