@@ -125,7 +125,9 @@ def confusion_matrix(pred: object, labels: object, num_classes: int) -> np.ndarr
     if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer) or num_classes < 1:
         raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
     p = _array(pred, "pred")
-    y = _labels(labels, p.shape[0] if p.ndim == 1 else -1, num_classes)
+    if p.ndim != 1:
+        raise ValueError(f"pred must be a 1-D array of class indices, got shape {p.shape}")
+    y = _labels(labels, p.shape[0], num_classes)
     p = _labels(p, y.size, num_classes, "pred")
     return np.bincount(y * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
