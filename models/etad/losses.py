@@ -169,8 +169,13 @@ def stage_loss(output: ETADOutput, stage: int, targets: ETADTargets, config: ETA
 
 def etad_loss(output: ETADOutput, targets: ETADTargets, config: ETADConfig,
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """The total loss (a scalar over the whole batch, as released) and every term as a float:
-    ``tem``, ``stage{i}`` (weighted) and ``stage{i}/<term>`` (unweighted, :func:`stage_loss`)."""
+    """The total loss and every term as a float: ``tem``, ``stage{i}`` (weighted),
+    ``stage{i}/<term>`` (unweighted, :func:`stage_loss`) and ``loss``.
+
+    As released, every term pools the whole batch (the balanced and subsampled sets are
+    drawn over all B x K proposals, B x T snippets), so the total is not a mean of
+    per-video losses. ``generator`` (on the tensors' device) drives the subsampling.
+    """
     weights = config.weights
     tem = balanced_bce(output.tem[:, 0], targets.start) + balanced_bce(output.tem[:, 1], targets.end)
     total = weights["tem"] * tem

@@ -96,6 +96,10 @@ class TemporalAggregation(nn.Module):
         return self.layer3(torch.cat((forward, self.layer2_direct(x), backward), dim=1))
 
 
+def _coordinate_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def extended_rois(anchors: torch.Tensor, tscale: int, extend_ratio: float) -> torch.Tensor:
     """RoIs ``[B * K, 3]`` = (b, start - r L, end + r L) in snippets, of proposals ``[B, K, 2]`` in [0, 1]."""
     batch, count = anchors.shape[:2]
@@ -116,7 +120,8 @@ def pool_proposals(x: torch.Tensor, anchors: torch.Tensor, roi_size: int, extend
     aligned=False)`` with its default adaptive sampling, what the released PEM calls:
     ceil(L / roi_size) samples per bin along time, one across the unit width.
     """
-    rois = extended_rois(anchors, x.shape[-1], extend_ratio).to(x.dtype)
+    # RoIs stay in float32 (float64 for float64 input) under autocast: bf16 cannot hold snippet coordinates
+    rois = extended_rois(anchors, x.shape[-1], extend_ratio).to(_coordinate_dtype(x.dtype))
     return fastlocal.roi_align_1d(x, rois, roi_size, sampling_ratio=0, aligned=False, backend=backend)
 
 
@@ -217,9 +222,9 @@ class ETAD(nn.Module):
             raise ValueError(f"anchors must have shape [B={x.shape[0]}, K, 2], got {tuple(anchors.shape)}")
         if not anchors.is_floating_point():
             raise TypeError(f"anchors must be a floating tensor, got {anchors.dtype}")
+        anchors = anchors.detach().to(_coordinate_dtype(x.dtype))  # before autocast lowers x's dtype
         x = self.aggregation(x)
         tem = self.tem(x)
-        anchors = anchors.detach().to(x.dtype)
         stage_anchors, ious, regs = [], [], []
         for conv, pem in zip(self.stage_conv, self.stage_pem, strict=True):
             iou, reg = pem(x + conv(x), anchors, self.backend)
