@@ -204,7 +204,8 @@ def test_errors():
     metrics = ClassificationMetrics(3)
     metrics.update(np.zeros((1, 3)), [2], ["a"])
     with pytest.raises(ValueError, match=r"video 'a' have different labels \[1, 2\]"):
-        metrics.update(np.zeros((1, 3)), [1], ["a"])
+        metrics.update(np.zeros((2, 3)), [0, 1], ["new", "a"])
+    assert metrics.videos == 1 and metrics.compute()["clips"] == 1  # a refused batch leaves no trace
     with pytest.raises(ValueError, match="video_ids must be given in every update"):
         metrics.update(np.zeros((1, 3)), [1])
     with pytest.raises(ValueError, match="level must be 'video' or 'clip'"):

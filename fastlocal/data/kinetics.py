@@ -18,7 +18,10 @@ scale in ``scale`` (x[1, 1.25]); a horizontal flip with probability 1/2; a rando
 (:func:`view_frame_indices`) times ``test_crops`` (3) square crops of the frames resized to short
 side ``crop_size`` (left, centre, right; top, centre, bottom for portrait frames). Output
 ``[test_crops * test_clips, 3, T, S, S]``, crop-major (view ``c * test_clips + k`` is crop ``c`` of
-clip ``k``), for :class:`fastlocal.metrics.ClassificationMetrics` to average softmax scores per video.
+clip ``k``; the released code orders the crops left, right, centre: the average is the same), for
+:class:`fastlocal.metrics.ClassificationMetrics` to average softmax scores per video. ``test_crops=1``
+is a centre crop of frames resized to ``crop_size`` (the released single-view validation instead
+resizes to ``short_side`` first).
 
 Resizing is bilinear with half-pixel centres and no antialiasing (as the released ``cv2.resize``
 with ``INTER_LINEAR``) in float32, without rounding back to uint8 in between.

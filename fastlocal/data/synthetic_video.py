@@ -23,7 +23,7 @@ Written layout (``DIR``)::
 
     classes.txt                       "<index> <name>" per line
     frames/video0000/img_00001.jpg    one folder of frames per video (``--image-format png`` too)
-    videos/video0000.mp4              H.264 (yuv420p) through PyAV
+    videos/video0000.mp4              H.264 (yuv420p) through PyAV (MPEG-4 without libx264)
     train_frames.txt  val_frames.txt  "frames/video0000 <frames> <label>" (root: DIR)
     train_videos.txt  val_videos.txt  "videos/video0000.mp4 <frames> <label>"
 

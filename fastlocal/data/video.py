@@ -234,16 +234,19 @@ def write_frames(
 
 
 def write_video(
-    path: str | os.PathLike, frames: np.ndarray, fps: int = 25, codec: str = "libx264", crf: int = 18
+    path: str | os.PathLike, frames: np.ndarray, fps: int = 25, codec: str | None = None, crf: int = 18
 ) -> Path:
     """Encode ``frames uint8 [N, H, W, 3]`` to a video file through PyAV (container from the suffix).
 
-    ``codec`` ``"libx264"`` writes yuv420p H.264 (H and W must be even; ``crf`` 0-51, lower is
-    better); ``"libx264rgb"`` with ``crf=0`` is lossless RGB (exact round trips); any other FFmpeg
-    encoder name is used with its default pixel format.
+    ``codec`` ``"libx264"`` (the default when this PyAV build has it, else ``"mpeg4"``) writes
+    yuv420p H.264 (H and W must be even; ``crf`` 0-51, lower is better); ``"libx264rgb"`` with
+    ``crf=0`` is lossless RGB (exact round trips); any other FFmpeg encoder name is used with its
+    default pixel format.
     """
     av = require_av()
     frames = _check_frames(frames)
+    if codec is None:
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
     path = _path("path", path)
     if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
         raise ValueError(f"fps must be an int >= 1, got {fps!r}")

@@ -46,7 +46,7 @@ def _array(x: object, name: str) -> np.ndarray:
 
 def _scores(scores: object, name: str = "scores") -> np.ndarray:
     s = _array(scores, name)
-    if s.ndim != 2 or s.shape[1] < 1 or s.dtype.kind not in "fiu" or s.dtype == bool:
+    if s.ndim != 2 or s.shape[1] < 1 or s.dtype.kind not in "fiu":
         raise ValueError(f"{name} must be a real [N, C] array with C >= 1 classes, got shape {s.shape} dtype {s.dtype}")
     if s.dtype.kind == "f" and np.isnan(s).any():
         raise ValueError(f"{name} holds NaN (row {int(np.isnan(s).any(1).argmax())})")
@@ -191,23 +191,26 @@ class ClassificationMetrics:
     def _add_views(self, s: np.ndarray, y: np.ndarray, ids: list[Hashable]) -> None:
         if len(ids) != s.shape[0]:
             raise ValueError(f"video_ids must hold one id per row of scores ({s.shape[0]}), got {len(ids)}")
-        rows = np.fromiter((self._index.setdefault(v, len(self._index)) for v in ids), np.int64, len(ids))
-        grow = len(self._index) - self._views.size
-        if grow:
-            self._sums = np.concatenate([self._sums, np.zeros((grow, self.num_classes))])
-            self._views = np.concatenate([self._views, np.zeros(grow, np.int64)])
-            self._video_labels = np.concatenate([self._video_labels, np.full(grow, -1, np.int64)])
-        pairs = np.unique(np.stack([rows, y], axis=1), axis=0)  # (video row, label) pairs of this batch
-        known = self._video_labels[pairs[:, 0]]
-        clash = np.flatnonzero(((known >= 0) & (known != pairs[:, 1])) | (np.bincount(pairs[:, 0])[pairs[:, 0]] > 1))
+        fresh: dict[Hashable, int] = {}  # new videos, added only once the batch is checked
+        known = len(self._index)
+        rows = np.fromiter((self._index[v] if v in self._index else fresh.setdefault(v, known + len(fresh))
+                            for v in ids), np.int64, len(ids))
+        video_labels = np.concatenate([self._video_labels, np.full(len(fresh), -1, np.int64)])
+        pairs = np.unique(np.stack([rows, y], axis=1), axis=0)  # the (video row, label) pairs of this batch
+        before = video_labels[pairs[:, 0]]
+        twice = np.bincount(pairs[:, 0])[pairs[:, 0]] > 1  # one video, two labels in this batch
+        clash = np.flatnonzero(((before >= 0) & (before != pairs[:, 1])) | twice)
         if clash.size:
             row = int(pairs[clash[0], 0])
-            video = next(v for v, r in self._index.items() if r == row)
-            seen = sorted({int(known[clash[0]])} - {-1} | set(pairs[pairs[:, 0] == row, 1].tolist()))
+            seen = sorted(({int(before[clash[0]])} - {-1}) | set(pairs[pairs[:, 0] == row, 1].tolist()))
+            video = ids[int(np.flatnonzero(rows == row)[0])]
             raise ValueError(f"the views of video {video!r} have different labels {seen}")
-        self._video_labels[pairs[:, 0]] = pairs[:, 1]
+        self._index.update(fresh)
+        video_labels[pairs[:, 0]] = pairs[:, 1]
+        self._video_labels = video_labels
+        self._sums = np.concatenate([self._sums, np.zeros((len(fresh), self.num_classes))])
         np.add.at(self._sums, rows, softmax(s) if self.from_logits else s.astype(np.float64))
-        self._views += np.bincount(rows, minlength=self._views.size)
+        self._views = np.bincount(rows, minlength=len(self._index)) + np.pad(self._views, (0, len(fresh)))
 
     @property
     def videos(self) -> int:
