@@ -44,14 +44,15 @@ __all__ = ["VidTr", "resize_patch_grid"]
 def resize_patch_grid(tokens: torch.Tensor, old: tuple[int, int], new: tuple[int, int]) -> torch.Tensor:
     """Bicubic resize of per-patch tokens laid out row-major on a grid.
 
-    ``tokens [..., old_h * old_w, C]`` -> ``[..., new_h * new_w, C]`` (computed in float32).
+    ``tokens [..., old_h * old_w, C]`` -> ``[..., new_h * new_w, C]`` (computed in at least float32).
     """
     if tuple(old) == tuple(new):
         return tokens
     *lead, n, c = tokens.shape
     if n != old[0] * old[1]:
         raise ValueError(f"tokens hold {n} patches, not a {old[0]} x {old[1]} grid")
-    grid = tokens.reshape(-1, old[0], old[1], c).permute(0, 3, 1, 2).float()
+    work = torch.promote_types(tokens.dtype, torch.float32)  # bicubic in half precision loses the table
+    grid = tokens.reshape(-1, old[0], old[1], c).permute(0, 3, 1, 2).to(work)
     grid = F.interpolate(grid, size=tuple(new), mode="bicubic", align_corners=False)
     return grid.permute(0, 2, 3, 1).reshape(*lead, new[0] * new[1], c).to(tokens.dtype)
 
