@@ -142,7 +142,13 @@ def _released_key(name: str) -> str:
 
 
 def load_released_weights(model: VidTr, source: str | os.PathLike | StateDict) -> None:
-    """Load a released gluonmm checkpoint (a file or its state dict) into ``model``, strictly."""
+    """Load a released gluonmm checkpoint (a file or its state dict) into ``model``, strictly.
+
+    A file is read with ``weights_only=True``: its ``"model"`` entry, or the whole file when it
+    is a bare state dict. gluonmm's ``save_checkpoint`` also pickles the training config (a yacs
+    ``CfgNode``), which that loader refuses to unpickle; from a copy you trust, keep the
+    ``"model"`` entry alone (``torch.save(ckpt["model"], path)``) and load that.
+    """
     state = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else source
     model.load_state_dict(convert_released_state_dict(state, model.config))
 
