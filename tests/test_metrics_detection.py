@@ -255,6 +255,33 @@ def test_tied_scores_follow_numpy_argsort():
     assert detection_map(gt, pred, [0.5]).ap[0, 0] == expected
 
 
+def test_tied_tiou_walk_follows_numpy_argsort():
+    """A prediction with equal tIoU to several ground truths locks the one ``tiou.argsort()[::-1]``
+    puts first; a later prediction that overlaps only that one then becomes a false positive."""
+    gt = {"database": {"a": {"subset": "validation", "annotations": [
+        {"segment": [0, 10], "label": "x"}, {"segment": [10, 20], "label": "x"}]}}}
+    pred = {"results": {"a": [{"label": "x", "score": 0.9, "segment": [5, 15]},    # tIoU 1/3 with both
+                              {"label": "x", "score": 0.5, "segment": [0, 10]}]}}  # tIoU 1 with the first only
+    locked = np.argsort(np.array([1 / 3, 1 / 3]))[::-1][0]
+    expected = 1.0 if locked == 1 else 0.5  # second locked: both TP; first locked: TP then FP
+    assert detection_map(gt, pred, [0.3]).ap[0, 0] == expected
+    # 20 tied candidates (NumPy's SIMD sort orders such rows its own way): one prediction covering
+    # all of them at tIoU 0.05, then one exact prediction per ground truth in decreasing score
+    anns = [{"segment": [10 * j, 10 * j + 10], "label": "x"} for j in range(20)]
+    preds = [{"label": "x", "score": 1.0, "segment": [0, 200]}]
+    preds += [{"label": "x", "score": 0.9 - 0.01 * j, "segment": [10 * j, 10 * j + 10]} for j in range(20)]
+    gt = {"database": {"a": {"subset": "validation", "annotations": anns}}}
+    pred = {"results": {"a": preds}}
+    first = int(np.argsort(np.full(20, 0.05))[::-1][0])  # the ground truth the wide prediction locks
+    ours = detection_map(gt, pred, [0.05])
+    np.testing.assert_array_equal(ours.ap, oracle_map(gt, pred, [0.05])[0])
+    # precision drops at the exact prediction of the locked ground truth (rank first + 2)
+    tp = np.ones(21)
+    tp[first + 1] = 0
+    cum = np.cumsum(tp)
+    assert ours.ap[0, 0] == pytest.approx(_voc_ap(cum / np.arange(1, 22), cum / 20))
+
+
 def test_duplicates_locked_ground_truth_and_next_match():
     gt = {"database": {"a": {"subset": "validation", "annotations": [
         {"segment": [0, 10], "label": "x"}, {"segment": [1, 10], "label": "x"}]}}}
