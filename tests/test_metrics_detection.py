@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 
-from fastlocal.data.detection import DatasetError
+from fastlocal.data.detection import DatasetError, read_ground_truth, read_predictions
 from fastlocal.metrics import (
     ACTIVITYNET_TIOU_THRESHOLDS,
     THUMOS_TIOU_THRESHOLDS,
@@ -330,6 +330,25 @@ def test_inputs_from_json_files(tmp_path):
     (tmp_path / "pred.json").write_text(json.dumps(pred))
     from_files = detection_map(tmp_path / "gt.json", str(tmp_path / "pred.json"))
     np.testing.assert_array_equal(from_files.ap, detection_map(gt, pred).ap)
+    parsed = detection_map(read_ground_truth(gt), read_predictions(pred))  # already parsed inputs
+    np.testing.assert_array_equal(parsed.ap, from_files.ap)
+
+
+def test_thumos_ground_truth_without_ambiguous():
+    """THUMOS: string segments, subset "test", thresholds 0.3..0.7; Ambiguous is a class to the
+    official code, so it is dropped when reading (``ignore_labels``) before evaluating."""
+    gt = {"database": {"video_test_1": {"subset": "test", "annotations": [
+        {"segment": ["1.0", "3.0"], "label": "Diving"}, {"segment": ["4.0", "6.0"], "label": "Ambiguous"}]}}}
+    pred = {"results": {"video_test_1": [{"label": "Diving", "score": 0.8, "segment": [1.2, 3.0]}]}}
+    with_ambiguous = detection_map(gt, pred, THUMOS_TIOU_THRESHOLDS, subset="test")
+    assert with_ambiguous.classes == ["Diving", "Ambiguous"]
+    np.testing.assert_allclose(with_ambiguous.map, [0.5] * 5)  # Ambiguous counts as a class with AP 0
+    clean = read_ground_truth(gt, ignore_labels=["Ambiguous"])
+    result = detection_map(clean, pred, THUMOS_TIOU_THRESHOLDS, subset="test")
+    assert result.classes == ["Diving"] and result.average_map == 1.0  # tIoU 0.9
+    ambiguous_pred = {"results": {"video_test_1": [{"label": "Ambiguous", "score": 1.0, "segment": [4, 6]}]}}
+    with pytest.raises(ValueError, match="predicted label 'Ambiguous'"):
+        detection_map(clean, ambiguous_pred, THUMOS_TIOU_THRESHOLDS, subset="test")
 
 
 def test_errors_name_the_problem(tmp_path):

@@ -22,7 +22,8 @@ Predictions in the ActivityNet submission layout::
 dataset per video (``pip install fastlocal[h5]``). :class:`DetectionDataset` rescales each
 video's features to a fixed length with :func:`fastlocal.roi_align_1d` as ETAD does.
 
-Every error is a :class:`DatasetError` (a ``ValueError``) naming the file and the video.
+A problem in a file raises :class:`DatasetError` (a ``ValueError``) naming the file and the
+video; a wrong argument type raises ``TypeError``.
 """
 
 from __future__ import annotations
