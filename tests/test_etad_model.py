@@ -332,6 +332,14 @@ def test_boundary_targets_by_ioa():
     assert torch.equal(boundary_targets(torch.zeros(0, 2), 4)[0], torch.zeros(4))
 
 
+def test_make_targets_clips_segments():
+    anchors = torch.tensor([[[0.0, 0.25], [0.75, 1.0]]])
+    targets = make_targets([torch.tensor([[-0.2, 0.25], [0.75, 1.3]])], anchors, 4)
+    assert torch.equal(targets.matched, anchors)
+    assert targets.start.shape == targets.end.shape == (1, 4)
+    assert targets.start[0, 0] > 0.6 and targets.end[0, 3] > 0.6
+
+
 def test_balanced_bce_by_hand():
     pred = torch.tensor([0.8, 0.3, 0.6, 0.1])
     target = torch.tensor([0.9, 0.0, 0.5, 0.2])  # one positive (> 0.5), three negatives

@@ -63,12 +63,14 @@ def boundary_targets(ground_truth: torch.Tensor, tscale: int) -> tuple[torch.Ten
 
 
 def make_targets(ground_truth: list[torch.Tensor], anchors: torch.Tensor, tscale: int) -> ETADTargets:
-    """:class:`ETADTargets` of a batch: one ``[N_b, 2]`` segment tensor per video (in [0, 1])
-    and the proposals ``[B, K, 2]`` the model evaluates."""
+    """:class:`ETADTargets` of a batch: one ``[N_b, 2]`` segment tensor per video (fractions of
+    its duration, clipped to [0, 1] here as released) and the proposals ``[B, K, 2]`` the model
+    evaluates."""
     if len(ground_truth) != anchors.shape[0]:
         raise ValueError(f"ground_truth has {len(ground_truth)} videos but anchors has {anchors.shape[0]}")
     starts, ends, matched = [], [], []
     for segments, proposals in zip(ground_truth, anchors, strict=True):
+        segments = segments.clamp(0.0, 1.0)
         start, end = boundary_targets(segments, tscale)
         starts.append(start)
         ends.append(end)
