@@ -326,3 +326,23 @@ def test_custom_ops_pass_opcheck(backend):
     torch.library.opcheck(torch.ops.fastlocal.batched_soft_nms_1d.default,
                           (torch.stack([segments, segments]), torch.stack([scores, scores]), valid, 0.5, 0.3, 0.001,
                            True, 5, backend))
+
+
+def test_compiles_with_fullgraph():
+    # Both custom ops in one compiled graph (the single form's output size depends on the data);
+    # the value checks run inside the graph and raise eager's error.
+    segments, scores = continuous_detections(40, seed=2, dtype=torch.float32)
+
+    def both(segments, scores):
+        one = fastlocal.soft_nms_1d(segments, scores, max_output=10, backend="cpu")
+        many = fastlocal.batched_soft_nms_1d(segments[None], scores[None], max_output=10, backend="cpu")
+        return *one, *many
+
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
+        compiled = torch.compile(both, fullgraph=True, backend="eager")
+        got, want = compiled(segments, scores), both(segments, scores)
+        assert [t.tolist() for t in got] == [t.tolist() for t in want]
+        reversed_row = segments.clone()
+        reversed_row[3, 0] = reversed_row[3, 1] + 1  # start > end
+        with pytest.raises(ValueError, match="start <= end"):
+            compiled(reversed_row, scores)
