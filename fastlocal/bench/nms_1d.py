@@ -29,6 +29,7 @@ import torch
 
 import fastlocal
 
+from ..nms_1d import SOFT_NMS_IMPLEMENTED
 from .suite import Suite, backend_absent, dtype_name
 
 SIGMA = 0.35  # ETAD's DETECTION_POST
@@ -124,6 +125,8 @@ class FastLocal(Method):
         self.name = f"fastlocal[{backend}]"
 
     def absent(self, device: str) -> str | None:
+        if self.backend not in SOFT_NMS_IMPLEMENTED:  # backend_absent reads the hard NMS's IMPLEMENTED
+            return f"no {self.backend!r} kernel (implemented: {', '.join(SOFT_NMS_IMPLEMENTED)})"
         return backend_absent("nms_1d", self.backend, device)
 
     def run(self, segments: torch.Tensor, scores: torch.Tensor, max_output: int) -> tuple[torch.Tensor, ...]:
