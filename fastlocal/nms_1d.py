@@ -1,4 +1,5 @@
-"""1-D non-maximum suppression of temporal detections: ``nms_1d``, ``batched_nms_1d``, ``soft_nms_1d``.
+"""1-D non-maximum suppression of temporal detections: ``nms_1d``, ``batched_nms_1d``, ``soft_nms_1d``,
+``batched_soft_nms_1d``.
 
 Conventions (all backends): candidates are visited by decreasing score, equal scores
 in index order; IoU of ``[start, end]`` intervals, 0 when the union is empty; hard NMS
@@ -19,7 +20,7 @@ from ._dispatch import kernels, resolve_backend
 from .reference import nms_1d as reference
 
 IMPLEMENTED = ("cuda", "cpu", "reference")  # nms_1d, batched_nms_1d
-SOFT_NMS_IMPLEMENTED = ("reference",)  # soft_nms_1d: its loop is sequential by nature
+SOFT_NMS_IMPLEMENTED = ("cuda", "cpu", "reference")  # soft_nms_1d, batched_soft_nms_1d
 
 
 def _check_detections(op: str, segments: object, scores: object) -> tuple[torch.device, torch.Tensor, torch.Tensor]:
@@ -137,6 +138,19 @@ def batched_nms_1d(
     return kept[torch.sort(scores[kept], descending=True, stable=True).indices]
 
 
+def _soft_nms_arguments(
+    sigma: object, iou_threshold: object, score_threshold: object, method: object, max_output: object
+) -> tuple[float, float, float, str, int | None]:
+    """The checked soft-NMS parameters (shared by the single and the batched form)."""
+    sigma = check.real("sigma", sigma, low=0.0, low_open=True)
+    iou_threshold = check.real("iou_threshold", iou_threshold, low=0.0, high=1.0)
+    score_threshold = check.real("score_threshold", score_threshold)
+    method = check.choice("method", method, ("gaussian", "linear"))
+    if max_output is not None:
+        max_output = check.integer("max_output", max_output, minimum=1)
+    return sigma, iou_threshold, score_threshold, method, max_output
+
+
 def soft_nms_1d(
     segments: torch.Tensor,
     scores: torch.Tensor,
@@ -145,20 +159,110 @@ def soft_nms_1d(
     iou_threshold: float = 0.3,
     score_threshold: float = 0.001,
     method: str = "gaussian",
+    max_output: int | None = None,
     backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Soft-NMS: decay overlapping scores instead of discarding them.
+    """Soft-NMS of one video's ``[N, 2]`` segments ``(start, end)`` with ``[N]`` scores.
 
-    ``gaussian``: ``score *= exp(-iou**2 / sigma)`` for every remaining segment;
-    ``linear``: ``score *= 1 - iou`` where ``iou > iou_threshold``. Picks the highest
-    current score each round (ties: lowest index) and drops scores below
-    ``score_threshold``. Returns (indices in pick order, their decayed scores).
-    Reference backend only so far: its loop is sequential by nature.
+    Decays overlapping scores instead of discarding them. ``gaussian``: ``score *=
+    exp(-iou**2 / sigma)`` for every remaining segment (``iou_threshold`` unused);
+    ``linear``: ``score *= 1 - iou`` where ``iou > iou_threshold``. Each round picks the
+    highest current score (ties: lowest index) and drops the scores below
+    ``score_threshold``; the loop stops when none is left or after ``max_output`` picks
+    (None: no limit). Returns (int64 indices ``[K]`` in pick order, their decayed scores
+    ``[K]``), K <= ``max_output``.
     """
     device, segments, scores = _check_detections("soft_nms_1d", segments, scores)
-    sigma = check.real("sigma", sigma, low=0.0, low_open=True)
-    iou_threshold = check.real("iou_threshold", iou_threshold, low=0.0, high=1.0)
-    score_threshold = check.real("score_threshold", score_threshold)
-    method = check.choice("method", method, ("gaussian", "linear"))
-    resolve_backend("soft_nms_1d", device, backend, SOFT_NMS_IMPLEMENTED)
-    return reference.soft_nms_1d(segments, scores, sigma, iou_threshold, score_threshold, method)
+    sigma, iou_threshold, score_threshold, method, max_output = _soft_nms_arguments(
+        sigma, iou_threshold, score_threshold, method, max_output)
+    name = resolve_backend("soft_nms_1d", device, backend, SOFT_NMS_IMPLEMENTED)
+    if name == "reference":
+        return reference.soft_nms_1d(segments, scores, sigma, iou_threshold, score_threshold, method, max_output)
+    limit = segments.shape[0] if max_output is None else max_output
+    return _soft_nms_1d(segments, scores, sigma, iou_threshold, score_threshold, method == "gaussian", limit, name)
+
+
+def batched_soft_nms_1d(
+    segments: torch.Tensor,
+    scores: torch.Tensor,
+    *,
+    valid: torch.Tensor | None = None,
+    sigma: float = 0.5,
+    iou_threshold: float = 0.3,
+    score_threshold: float = 0.001,
+    method: str = "gaussian",
+    max_output: int | None = None,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`soft_nms_1d` of B videos at once: ``[B, N, 2]`` segments, ``[B, N]`` scores.
+
+    ``valid [B, N]`` (bool, default all True) says which rows of each video take part (e.g. a
+    detector's boundary masks; for per-video counts ``lengths [B]`` pass
+    ``torch.arange(N) < lengths[:, None]``); every row is checked all the same (finite,
+    start <= end). Video ``b``'s result is exactly ``soft_nms_1d`` of its valid rows, with
+    indices into ``N``. Returns ``(indices [B, K] int64, scores [B, K], counts [B] int64)``
+    with K = ``min(max_output, N)`` (``N`` when ``max_output`` is None): row ``b`` holds
+    ``counts[b]`` picks in pick order, then index -1 and score 0.
+    """
+    check.tensor("segments", segments, ndim=3)
+    check.tensor("scores", scores, ndim=2)
+    if segments.shape[2] != 2:
+        raise ValueError(f"segments must have shape [B, N, 2] (start, end), got {tuple(segments.shape)}")
+    if scores.shape != segments.shape[:2]:
+        raise ValueError(f"scores must have shape [B, N] = {list(segments.shape[:2])} to match segments, "
+                         f"got {tuple(scores.shape)}")
+    if valid is not None:
+        check.tensor("valid", valid, dtypes=(torch.bool,))
+        if valid.shape != scores.shape:
+            raise ValueError(f"valid must have shape [B, N] = {list(scores.shape)}, got {tuple(valid.shape)}")
+        check.same_device(segments=segments, valid=valid)
+    batch, n = scores.shape
+    device, flat_segments, flat_scores = _check_detections("batched_soft_nms_1d", segments.reshape(batch * n, 2),
+                                                           scores.reshape(batch * n))
+    segments, scores = flat_segments.reshape(batch, n, 2), flat_scores.reshape(batch, n)
+    sigma, iou_threshold, score_threshold, method, max_output = _soft_nms_arguments(
+        sigma, iou_threshold, score_threshold, method, max_output)
+    name = resolve_backend("batched_soft_nms_1d", device, backend, SOFT_NMS_IMPLEMENTED)
+    if valid is None:
+        valid = torch.ones(batch, n, dtype=torch.bool, device=device)
+    limit = n if max_output is None else min(max_output, n)
+    if name == "reference":
+        return reference.batched_soft_nms_1d(segments, scores, valid, sigma, iou_threshold, score_threshold, method,
+                                             limit)
+    return _batched_soft_nms_1d(segments, scores, valid, sigma, iou_threshold, score_threshold,
+                                method == "gaussian", limit, name)
+
+
+@torch.library.custom_op("fastlocal::soft_nms_1d", mutates_args=())
+def _soft_nms_1d(
+    segments: torch.Tensor, scores: torch.Tensor, sigma: float, iou_threshold: float, score_threshold: float,
+    gaussian: bool, max_output: int, backend: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    indices, decayed, counts = kernels(backend, "nms_1d").soft_nms_1d(
+        segments[None], scores[None], torch.ones_like(scores, dtype=torch.bool)[None], sigma, iou_threshold,
+        score_threshold, gaussian, max_output)
+    picked = int(counts[0])
+    return indices[0, :picked].clone(), decayed[0, :picked].clone()
+
+
+@_soft_nms_1d.register_fake
+def _(segments, scores, sigma, iou_threshold, score_threshold, gaussian, max_output, backend):
+    picked = torch.library.get_ctx().new_dynamic_size()
+    return segments.new_empty((picked,), dtype=torch.int64), scores.new_empty((picked,))
+
+
+@torch.library.custom_op("fastlocal::batched_soft_nms_1d", mutates_args=())
+def _batched_soft_nms_1d(
+    segments: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor, sigma: float, iou_threshold: float,
+    score_threshold: float, gaussian: bool, max_output: int, backend: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return kernels(backend, "nms_1d").soft_nms_1d(segments, scores, valid, sigma, iou_threshold,
+                                                               score_threshold, gaussian, max_output)
+
+
+@_batched_soft_nms_1d.register_fake
+def _(segments, scores, valid, sigma, iou_threshold, score_threshold, gaussian, max_output, backend):
+    batch, n = scores.shape
+    k = min(max_output, n)
+    return (segments.new_empty((batch, k), dtype=torch.int64), scores.new_empty((batch, k)),
+            segments.new_empty((batch,), dtype=torch.int64))

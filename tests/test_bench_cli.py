@@ -27,7 +27,7 @@ MACHINE_FIELDS = {"platform", "cpu", "cores", "torch_threads", "python", "torch"
 
 
 MODULES = {"local_attention": "local_attention", "roi_align_1d": "roi_align_1d", "topk_std_attention": "topk_std",
-           "selective": "selective"}
+           "selective": "selective", "soft_nms_1d": "nms_1d"}
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 

@@ -1,6 +1,6 @@
-"""Correctness of ``fastlocal.nms_1d``, ``batched_nms_1d`` and ``soft_nms_1d``.
+"""Correctness of ``fastlocal.nms_1d`` and ``batched_nms_1d`` (``soft_nms_1d``: tests/test_soft_nms_1d.py).
 
-The oracles are plain-Python loops over lists written from the documented rules:
+The oracles (here and in nms_oracles.py) are plain-Python loops over lists written from the documented rules:
 candidates visited by decreasing score, equal scores by lower index first; IoU of
 ``[start, end]`` intervals, 0 when the union is empty; hard NMS suppresses IoU strictly
 greater than the threshold (torchvision's rule).
@@ -20,6 +20,7 @@ import torch
 from backends import backend_params, device_of
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from nms_oracles import brute_iou, random_detections
 
 import fastlocal
 from fastlocal.nms_1d import IMPLEMENTED
@@ -41,13 +42,6 @@ def batched_nms(segments, scores, classes, threshold, backend) -> torch.Tensor:
                                     backend=backend).cpu()
 
 
-def brute_iou(a: list[float], b: list[float]) -> float:
-    """IoU of two [start, end] intervals; 0 when the union is empty (two points)."""
-    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
-    union = (a[1] - a[0]) + (b[1] - b[0]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def brute_nms(segments: list[list[float]], scores: list[float], threshold: float) -> list[int]:
     """Greedy NMS: visit by (-score, index); keep unless IoU > threshold with a kept one."""
     keep: list[int] = []
@@ -65,40 +59,6 @@ def brute_batched_nms(segments, scores, classes, threshold) -> list[int]:
         kept += [members[j] for j in brute_nms([segments[i] for i in members], [scores[i] for i in members],
                                                threshold)]
     return sorted(kept, key=lambda i: (-scores[i], i))
-
-
-def brute_soft_nms(segments, scores, sigma, iou_threshold, score_threshold, method):
-    """Soft-NMS loop: drop scores < score_threshold, pick the max (lowest index on ties), decay the rest."""
-    current = dict(enumerate(scores))
-    picked, picked_scores = [], []
-    while True:
-        current = {i: s for i, s in current.items() if s >= score_threshold}
-        if not current:
-            return picked, picked_scores
-        best = min(current, key=lambda i: (-current[i], i))
-        picked.append(best)
-        picked_scores.append(current.pop(best))
-        for i in current:
-            overlap = brute_iou(segments[best], segments[i])
-            if method == "gaussian":
-                current[i] *= math.exp(-(overlap * overlap) / sigma)
-            elif overlap > iou_threshold:
-                current[i] *= 1.0 - overlap
-
-
-def random_detections(n: int, seed: int, *, dtype=torch.float64, span: float = 50.0):
-    """Random segments with ties in score, zero-length and duplicated segments."""
-    g = torch.Generator().manual_seed(seed)
-    start = torch.rand(n, generator=g, dtype=torch.float64) * span
-    length = torch.rand(n, generator=g, dtype=torch.float64) * 10
-    length[torch.rand(n, generator=g) < 0.1] = 0.0  # zero-length segments
-    segments = torch.stack([start, start + length], dim=1)
-    if n > 4:
-        dup = torch.randint(0, n, (n // 5,), generator=g)
-        segments[torch.randint(0, n, (n // 5,), generator=g)] = segments[dup]  # identical segments
-    # Scores on a coarse grid: many exact ties, so the stable order is exercised.
-    scores = torch.randint(0, max(2, n // 3), (n,), generator=g).to(torch.float64) / 7
-    return segments.to(dtype), scores.to(dtype)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -222,56 +182,12 @@ def test_batched_nms_is_exact_for_large_class_ids(backend):
     assert batched_nms(segs, scores, classes, 0.0, backend).tolist() == [0]
 
 
-@pytest.mark.parametrize("method", ["gaussian", "linear"])
-@pytest.mark.parametrize(
-    ("sigma", "iou_threshold", "score_threshold"), [(0.5, 0.3, 0.001), (0.2, 0.0, 0.05), (1.0, 0.7, 0.3)]
-)
-def test_soft_nms_matches_brute_force(method, sigma, iou_threshold, score_threshold):
-    for seed, n in [(0, 1), (1, 9), (2, 80)]:
-        segments, scores = random_detections(n, seed=seed)
-        scores = scores / scores.max().clamp(min=1e-9)  # scores in [0, 1] as detectors give
-        idx, dec = fastlocal.soft_nms_1d(segments, scores, sigma=sigma, iou_threshold=iou_threshold,
-                                         score_threshold=score_threshold, method=method)
-        want_idx, want_scores = brute_soft_nms(segments.tolist(), scores.tolist(), sigma, iou_threshold,
-                                               score_threshold, method)
-        assert idx.dtype == torch.int64
-        assert idx.tolist() == want_idx
-        # exp() of torch and of math may differ in the last ulp.
-        torch.testing.assert_close(dec, torch.tensor(want_scores, dtype=torch.float64).reshape(-1),
-                                   rtol=1e-12, atol=1e-15)
-        assert (dec >= score_threshold).all()
-
-
-def test_soft_nms_hand_case():
-    segs = torch.tensor([[0.0, 2.0], [1.0, 3.0], [10.0, 11.0]], dtype=torch.float64)
-    scores = torch.tensor([0.9, 0.8, 0.5], dtype=torch.float64)
-    # IoU(0, 1) = 1/3. Linear, threshold 0.3: 0.8 * (1 - 1/3) = 0.8*2/3 = 0.5333 > 0.5.
-    idx, dec = fastlocal.soft_nms_1d(segs, scores, iou_threshold=0.3, method="linear")
-    assert idx.tolist() == [0, 1, 2]
-    torch.testing.assert_close(dec, torch.tensor([0.9, 0.8 * 2 / 3, 0.5], dtype=torch.float64))
-    # Linear, threshold 0.4: 1/3 is not above it, no decay.
-    _, dec = fastlocal.soft_nms_1d(segs, scores, iou_threshold=0.4, method="linear")
-    torch.testing.assert_close(dec, torch.tensor([0.9, 0.8, 0.5], dtype=torch.float64))
-    # Gaussian sigma 0.1: 0.8 * exp(-(1/9)/0.1) = 0.8 * exp(-10/9) = 0.2636 < 0.5: picked last.
-    idx, dec = fastlocal.soft_nms_1d(segs, scores, sigma=0.1, method="gaussian")
-    assert idx.tolist() == [0, 2, 1]
-    torch.testing.assert_close(dec, torch.tensor([0.9, 0.5, 0.8 * math.exp(-10 / 9)], dtype=torch.float64))
-    # A score threshold above the decayed score drops it.
-    idx, _ = fastlocal.soft_nms_1d(segs, scores, sigma=0.1, score_threshold=0.3, method="gaussian")
-    assert idx.tolist() == [0, 2]
-    # Everything below the threshold: nothing is picked.
-    idx, dec = fastlocal.soft_nms_1d(segs, scores, score_threshold=0.95)
-    assert idx.tolist() == [] and dec.shape == (0,)
-
-
 # ---- hardening (issue 21) ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("op", ["nms", "batched", "soft"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_non_finite_and_reversed_detections_are_refused(op, backend):
-    if op == "soft" and backend != "reference":
-        pytest.skip("soft_nms_1d runs on the reference only")
     dev = device_of(backend)
     segments = torch.tensor([[0.0, 4.0], [1.0, 5.0], [8.0, 9.0]], device=dev)
     scores = torch.tensor([0.9, 0.8, 0.7], device=dev)

@@ -9,6 +9,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("roi_align_1d_forward", &fastlocal::cuda::roi_align_1d_forward);
   m.def("roi_align_1d_backward", &fastlocal::cuda::roi_align_1d_backward);
   m.def("nms_1d", &fastlocal::cuda::nms_1d);
+  m.def("soft_nms_1d", &fastlocal::cuda::soft_nms_1d);
   m.def("topk_std_attention_forward", &fastlocal::cuda::topk_std_attention_forward);
   m.def("topk_std_attention_backward", &fastlocal::cuda::topk_std_attention_backward);
   m.def("local_attention_forward", &fastlocal::cuda::local_attention_forward);

@@ -1,4 +1,5 @@
-// Argument checks shared by the CPU kernels and the CUDA glue of roi_align_1d and nms_1d.
+// Argument checks shared by the CPU kernels and the CUDA glue of roi_align_1d and nms_1d
+// (nms_1d, soft_nms_1d).
 // Python validates first; these repeat every check whose failure would make a kernel
 // read or write out of bounds (or loop for ever), so no call from Python can.
 #pragma once
@@ -57,6 +58,21 @@ inline void check_detections(const at::Tensor& segments, const at::Tensor& score
   TORCH_CHECK_VALUE(scores.dim() == 1 && scores.size(0) == segments.size(0),
                     "scores must be [N] with N = segments.size(0), got ", scores.sizes());
   TORCH_CHECK_TYPE(segments.scalar_type() == scores.scalar_type(), "segments and scores must share a dtype");
+}
+
+// soft_nms_1d's inputs: [B, N, 2] segments and [B, N] scores of one dtype, a [B, N] bool
+// mask of the rows taking part, and max_output >= 0 picks per video.
+inline void check_batched_detections(const at::Tensor& segments, const at::Tensor& scores, const at::Tensor& valid,
+                                     int64_t max_output) {
+  TORCH_CHECK_VALUE(segments.dim() == 3 && segments.size(2) == 2, "segments must be [B, N, 2], got ",
+                    segments.sizes());
+  TORCH_CHECK_VALUE(scores.dim() == 2 && scores.size(0) == segments.size(0) && scores.size(1) == segments.size(1),
+                    "scores must be [B, N] to match segments ", segments.sizes(), ", got ", scores.sizes());
+  TORCH_CHECK_VALUE(valid.sizes() == scores.sizes(), "valid must be [B, N] = ", scores.sizes(), ", got ",
+                    valid.sizes());
+  TORCH_CHECK_TYPE(segments.scalar_type() == scores.scalar_type(), "segments and scores must share a dtype");
+  TORCH_CHECK_TYPE(valid.scalar_type() == at::kBool, "valid must be bool, got ", valid.scalar_type());
+  TORCH_CHECK_VALUE(max_output >= 0, "max_output must be >= 0, got ", max_output);
 }
 
 }  // namespace fastlocal

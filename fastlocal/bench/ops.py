@@ -7,9 +7,10 @@ Each suite is defined in its op's module (``fastlocal/bench/<op>.py``), the one 
 from __future__ import annotations
 
 from .local_attention import LocalAttention
+from .nms_1d import SoftNms
 from .roi_align_1d import RoiAlign
 from .selective import Selective
 from .suite import Suite
 from .topk_std import TopkStd
 
-SUITES: dict[str, Suite] = {s.op: s for s in (LocalAttention(), RoiAlign(), TopkStd(), Selective())}
+SUITES: dict[str, Suite] = {s.op: s for s in (LocalAttention(), RoiAlign(), TopkStd(), Selective(), SoftNms())}

@@ -41,18 +41,20 @@ def soft_nms_1d(
     iou_threshold: float,
     score_threshold: float,
     method: str,
+    max_output: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft-NMS (Bodla et al. 2017): decay instead of discard.
 
     Repeatedly picks the highest current score (ties: lowest index), then decays every
     remaining score by ``exp(-iou**2 / sigma)`` (``gaussian``) or by ``1 - iou`` where
     ``iou > iou_threshold`` (``linear``). Segments whose score falls below
-    ``score_threshold`` are dropped. Returns (indices in pick order, their decayed scores).
+    ``score_threshold`` are dropped; the loop stops after ``max_output`` picks (None: no
+    limit). Returns (indices in pick order, their decayed scores).
     """
     current = scores.clone()
     remaining = torch.arange(scores.numel(), device=scores.device)
     picked, picked_scores = [], []
-    while remaining.numel():
+    while remaining.numel() and (max_output is None or len(picked) < max_output):
         best = int(torch.argmax(current[remaining]))  # argmax returns the first maximum
         index = remaining[best]
         if current[index] < score_threshold:
@@ -70,3 +72,31 @@ def soft_nms_1d(
     if not picked:
         return torch.zeros(0, dtype=torch.long, device=scores.device), scores.new_zeros(0)
     return torch.stack(picked), torch.stack(picked_scores)
+
+
+def batched_soft_nms_1d(
+    segments: torch.Tensor,
+    scores: torch.Tensor,
+    valid: torch.Tensor,
+    sigma: float,
+    iou_threshold: float,
+    score_threshold: float,
+    method: str,
+    max_output: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`soft_nms_1d` on each video ``b`` of ``[B, N, 2]`` / ``[B, N]``, over its rows where ``valid[b]``.
+
+    Returns (indices ``[B, max_output]`` int64 into ``N``, padded with -1; their decayed scores,
+    padded with 0; the number of picks ``[B]`` int64).
+    """
+    batch = segments.shape[0]
+    indices = torch.full((batch, max_output), -1, dtype=torch.long, device=segments.device)
+    decayed = scores.new_zeros(batch, max_output)
+    counts = torch.zeros(batch, dtype=torch.long, device=segments.device)
+    for b in range(batch):
+        rows = torch.nonzero(valid[b]).squeeze(1)
+        picked, picked_scores = soft_nms_1d(segments[b, rows], scores[b, rows], sigma, iou_threshold,
+                                            score_threshold, method, max_output)
+        k = picked.numel()
+        indices[b, :k], decayed[b, :k], counts[b] = rows[picked], picked_scores, k
+    return indices, decayed, counts
