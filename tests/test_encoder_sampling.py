@@ -285,3 +285,13 @@ def test_parameter_groups_and_the_released_bn_quirk() -> None:
         parameter_groups(nn.Sequential(head.conv), head, detector_lr=1.0, backbone_lr=1.0)
     with pytest.raises(ValueError, match="backbone_lr must be a finite number"):
         parameter_groups(head, encoder, detector_lr=1.0, backbone_lr=-1.0)
+
+
+def test_benchmark_methods_compute_the_same_step() -> None:
+    """fastlocal.bench.encoder_sampling: every method's first step sees the same features (same loss)."""
+    from fastlocal.bench.encoder_sampling import METHODS, EncoderSampling, make_step
+
+    config = EncoderSampling.tiny_configs[0]
+    losses = [make_step(method, config, warmup=False)() for method in METHODS]
+    for method, loss in zip(METHODS[1:], losses[1:], strict=True):
+        torch.testing.assert_close(loss, losses[0], rtol=1e-5, atol=1e-6, msg=method)
