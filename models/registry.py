@@ -22,7 +22,9 @@ __all__ = ["MODULES", "ModelCLI", "ModelSpec", "create", "get_preset", "get_spec
 
 #: model name -> the package holding its ``SPEC``
 MODULES: dict[str, str] = {
+    "etad": "fastlocal.models.etad",
     "tut": "fastlocal.models.tut",
+    "vidtr": "fastlocal.models.vidtr",
 }
 
 
