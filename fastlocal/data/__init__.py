@@ -9,6 +9,11 @@
   3-crop x 10-clip test views as VidTr's released code (:class:`KineticsClips`,
   :class:`KineticsViews`); :mod:`fastlocal.data.synthetic_video` writes such a dataset
   (``python -m fastlocal.data.synthetic_video --out DIR``).
+- :mod:`fastlocal.data.something`: Something-Something v1 (CSV) / v2 (JSON) label files over frame
+  folders, TSN segment sampling, multi-scale crop with the left/right flip rule, centre and
+  multi-view tests (:class:`SomethingClips`, :class:`SomethingViews`);
+  :mod:`fastlocal.data.synthetic_something` writes such a dataset
+  (``python -m fastlocal.data.synthetic_something --out DIR``).
 - :mod:`fastlocal.data.detection`: temporal action detection, ActivityNet / THUMOS ground
   truth, per-video features rescaled as ETAD (:class:`DetectionDataset`), submissions;
   :mod:`fastlocal.data.synthetic_detection` writes such a dataset
@@ -36,6 +41,7 @@ from .mstcn import (
     read_mapping,
     write_labels,
 )
+from .something import SomethingClips, SomethingEntry, SomethingSpec, SomethingViews
 from .video import VideoDecoderMissingError, VideoReader, read_frames
 
 __all__ = [
@@ -48,6 +54,10 @@ __all__ = [
     "KineticsViews",
     "MSTCNDataset",
     "Predictions",
+    "SomethingClips",
+    "SomethingEntry",
+    "SomethingSpec",
+    "SomethingViews",
     "Video",
     "VideoDecoderMissingError",
     "VideoEntry",

@@ -50,9 +50,11 @@ __all__ = [
     "KineticsViews",
     "VideoEntry",
     "crop_offsets",
+    "frames_to_float",
     "make_views",
     "normalize",
     "read_video_list",
+    "resize",
     "resize_short_side",
     "train_clip",
     "train_frame_indices",
@@ -213,10 +215,11 @@ def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
     if min(h, w) == size:
         return frames
     new = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
-    return _resize(frames, new)
+    return resize(frames, new)
 
 
-def _resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize ``frames [..., H, W]`` (float) to ``size = (height, width)``, bilinear (see the module docstring)."""
     lead = frames.shape[:-2]
     flat = frames.reshape(-1, 1, *frames.shape[-2:])
     out = F.interpolate(flat, size=size, mode="bilinear", align_corners=False, antialias=False)
@@ -232,8 +235,8 @@ def normalize(clip: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
     return (clip / 255.0 - m) / s
 
 
-def _to_float(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """``uint8 [T, H, W, 3]`` frames -> float32 ``[3, T, H, W]`` in [0, 255]."""
+def frames_to_float(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``uint8 [T, H, W, 3]`` frames -> float32 ``[3, T, H, W]`` in [0, 255]; ValueError for another shape."""
     x = torch.as_tensor(np.asarray(frames))
     if x.dim() != 4 or x.shape[-1] != 3:
         raise ValueError(f"frames must be [T, H, W, 3], got shape {tuple(x.shape)}")
@@ -247,13 +250,13 @@ def train_clip(frames: np.ndarray | torch.Tensor, spec: ClipSpec = ClipSpec(),
     Random draws, in order: the scale factor, the flip, the crop's x then y offset, all from
     ``generator`` (torch's global generator when None).
     """
-    x = resize_short_side(_to_float(frames), spec.short_side)
+    x = resize_short_side(frames_to_float(frames), spec.short_side)
     low, high = spec.scale
     factor = low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
     h, w = x.shape[-2:]
     scaled = (int(h * factor), int(w * factor))
     if scaled != (h, w):
-        x = _resize(x, scaled)
+        x = resize(x, scaled)
     if spec.flip and float(torch.rand((), generator=generator)) < 0.5:
         x = x.flip(-1)
     h, w = x.shape[-2:]  # short side >= short_side >= crop_size: the scale factor is >= 1
@@ -264,18 +267,22 @@ def train_clip(frames: np.ndarray | torch.Tensor, spec: ClipSpec = ClipSpec(),
 
 def crop_offsets(height: int, width: int, size: int, crops: int = 3) -> list[tuple[int, int]]:
     """``(top, left)`` of the ``crops`` (1 or 3) square test crops of side ``size`` in a frame whose
-    short side is ``size``: along the long side, the start, the centre and the end (3) or the centre (1)."""
-    if min(height, width) != size:
-        raise ValueError(f"the frame's short side must equal the crop size {size}, got {height}x{width}")
+    short side is at least ``size``: along the long side (the width of a square frame), the start, the
+    centre and the end (3) or the centre (1); centred (floored) along the short side."""
+    if min(height, width) < size:
+        raise ValueError(f"the frame's short side must be at least the crop size {size}, got {height}x{width}")
     step_y, step_x = (height - size) // 2, (width - size) // 2
-    positions = [(0, 0), (step_y, step_x), (2 * step_y, 2 * step_x)]
+    if width >= height:
+        positions = [(step_y, 0), (step_y, step_x), (step_y, 2 * step_x)]
+    else:
+        positions = [(0, step_x), (step_y, step_x), (2 * step_y, step_x)]
     return positions if crops == 3 else positions[1:2]
 
 
 def make_views(frames: np.ndarray | torch.Tensor, spec: ClipSpec = ClipSpec()) -> torch.Tensor:
     """The test views of ``frames uint8 [clips * T, H, W, 3]`` (the clips of :func:`view_frame_indices`
     one after another) -> float32 ``[crops * clips, 3, T, S, S]``, crop-major."""
-    x = resize_short_side(_to_float(frames), spec.crop_size)
+    x = resize_short_side(frames_to_float(frames), spec.crop_size)
     T, size = spec.num_frames, spec.crop_size
     if x.shape[1] != spec.test_clips * T:
         raise ValueError(f"frames must hold test_clips x num_frames = {spec.test_clips} x {T} frames, "

@@ -45,7 +45,7 @@ import numpy as np
 from .video import require_av, write_frames, write_video
 
 __all__ = ["CLASSES", "SyntheticVideoSpec", "VideoParams", "generate", "main", "make_video", "render_video",
-           "sample_params"]
+           "sample_params", "validation_mask"]
 
 CLASSES = ("up", "down", "grow", "shrink")
 _FORMATS = ("frames", "mp4")
@@ -192,6 +192,18 @@ def make_video(label: str, rng: np.random.Generator, spec: SyntheticVideoSpec) -
     return render_video(label, sample_params(rng, spec), spec)
 
 
+def validation_mask(labels: np.ndarray, num_classes: int, val_fraction: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """``bool [N]``: which of the videos with ``labels [N]`` go to validation: ``val_fraction`` of each
+    class (rounded), at least one when ``val_fraction > 0``, and at least one stays in training."""
+    val = np.zeros(len(labels), bool)
+    for c in range(num_classes):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        share = max(round(val_fraction * members.size), 1) if val_fraction > 0 else 0
+        val[members[: min(share, members.size - 1)]] = True
+    return val
+
+
 def generate(out: str | os.PathLike, spec: SyntheticVideoSpec | None = None) -> Path:
     """Write a synthetic dataset to ``out`` (created if missing); returns its path."""
     spec = SyntheticVideoSpec() if spec is None else spec
@@ -205,11 +217,7 @@ def generate(out: str | os.PathLike, spec: SyntheticVideoSpec | None = None) -> 
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(spec.seed)
     labels = np.arange(spec.videos) % len(spec.classes)
-    val = np.zeros(spec.videos, bool)
-    for c in range(len(spec.classes)):
-        members = rng.permutation(np.flatnonzero(labels == c))
-        share = max(round(spec.val_fraction * members.size), 1) if spec.val_fraction > 0 else 0
-        val[members[: min(share, members.size - 1)]] = True
+    val = validation_mask(labels, len(spec.classes), spec.val_fraction, rng)
     lines: dict[str, list[str]] = {f"{s}_{f}": [] for s in ("train", "val") for f in ("frames", "videos")}
     for v in range(spec.videos):
         name = f"video{v:04d}"
