@@ -338,14 +338,16 @@ def _check_counts(num_frames: int, num_segments: int) -> None:
 def segment_test_indices(num_frames: int, num_segments: int, clips: int = 1) -> np.ndarray:
     """``int64 [clips, num_segments]`` frame positions of the test clips: clip ``j`` takes
     ``int(tick * k + tick * ((1/2 + j / clips) mod 1))`` in segment ``k``, tick = num_frames / num_segments
-    (clip 0 is TSN's centre sampling, ``clips=2`` TSM's ``twice_sample``)."""
+    (clip 0 is TSN's centre sampling, ``clips=2`` TSM's ``twice_sample``), in float64 as TSM: for a segment
+    count that is not a power of two, an index can be one below the exact floor (TSM's value)."""
     _check_counts(num_frames, num_segments)
     if isinstance(clips, bool) or not isinstance(clips, int) or clips < 1:
         raise ValueError(f"clips must be an int >= 1, got {clips!r}")
     tick = num_frames / num_segments
     out = np.empty((clips, num_segments), np.int64)
     for j in range(clips):
-        shift = tick * ((0.5 + j / clips) % 1.0)
+        # (1/2 + j/N) mod 1 as one division, so clips 0 and 1 of 2 are TSM's float formulas bit for bit
+        shift = tick * (((clips + 2 * j) % (2 * clips)) / (2 * clips))
         out[j] = [int(shift + tick * k) for k in range(num_segments)]
     return np.minimum(out, num_frames - 1)
 
@@ -386,7 +388,7 @@ def multiscale_crop_boxes(height: int, width: int, crop_size: int, scales: Seque
                 continue
             h, w = min(side_h, height), min(side_w, width)
             sy, sx = (height - h) // 4, (width - w) // 4
-            grid = [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2)]  # (x, y) in steps, TSN's order
+            grid = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2)]  # (x, y) in steps, TSN's order
             if more_fix_crop:
                 grid += [(0, 2), (4, 2), (2, 4), (2, 0), (1, 1), (3, 1), (1, 3), (3, 3)]
             groups.append([(y * sy, x * sx, h, w) for x, y in grid])
