@@ -1,0 +1,100 @@
+"""TALLFormer's THUMOS inference, as released (vedatad ``OverlapCropAug``, ``TemporalCrop``,
+``SegmentAnchorConverter``, ``multiclass_nms`` with ``typename="nmw"``):
+
+1. :func:`inference_windows`: windows of ``window_frames`` frames every
+   ``int(window_frames * (1 - test_overlap))`` frames from frame 0, the last one ending at
+   the video's end (it may be shorter; the model sees it zero-padded).
+2. :func:`window_detections`: per window and level, the ``nms_pre`` anchors with the best
+   class score, decoded and clamped to ``[0, window length]``, shifted to video frames;
+   sigmoid scores of every class.
+3. :func:`merge_detections`: all windows of a video together, one candidate per (anchor,
+   class) with score > ``score_threshold``, non-maximum weighting at IoU ``nmw_iou`` keeping
+   at most ``max_per_video``.
+
+Non-maximum weighting is the op ``fastlocal.nmw_1d``, which another part of this issue adds.
+Until it is in ``fastlocal``, :func:`nmw_hook` raises a clear error; pass your own ``nmw=``
+(the protocol :data:`NMW`) to :func:`merge_detections` meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+import fastlocal
+
+from .anchors import decode, level_anchors
+from .config import TALLFormerConfig
+
+#: ``nmw(segments [n, 2], scores [n], labels [n], iou_threshold, max_output) -> (segments [k, 2],
+#: scores [k], labels [k])``: greedy in decreasing score; each kept segment is the average of the
+#: same-label segments with IoU >= iou_threshold (itself included), weighted score x IoU, keeps
+#: its own score, and removes them.
+NMW = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def nmw_hook(segments: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float,
+             max_output: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The default :data:`NMW`: ``fastlocal.nmw_1d`` once it lands (the adapter to its signature is
+    written then). Raises ``RuntimeError`` while ``fastlocal`` has no ``nmw_1d``."""
+    op = getattr(fastlocal, "nmw_1d", None)
+    if op is None:
+        raise RuntimeError("fastlocal.nmw_1d is not available yet: pass nmw= to merge_detections "
+                           "(see fastlocal.models.tallformer.inference.NMW)")
+    return op(segments, scores, labels, iou_threshold, max_output)
+
+
+def inference_windows(num_frames: int, config: TALLFormerConfig) -> list[tuple[int, int]]:
+    """``[(start, end), ...]`` frame ranges of the test windows of a video of ``num_frames`` frames."""
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"num_frames must be an int >= 1, got {num_frames!r}")
+    stride = int(config.window_frames * (1 - config.test_overlap))
+    windows, start = [], 0
+    while True:
+        end = min(start + config.window_frames, num_frames)
+        windows.append((start, end))
+        if end == num_frames:
+            return windows
+        start += stride
+
+
+def window_detections(cls_scores: list[torch.Tensor], seg_preds: list[torch.Tensor], config: TALLFormerConfig, *,
+                      length: int, shift: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidates of one window.
+
+    Args:
+        cls_scores: per level ``[A * num_classes, T_l]`` logits of this window (one batch item).
+        seg_preds: per level ``[A * 2, T_l]`` deltas.
+        length: the window's real length in frames (decoded segments are clamped to it).
+        shift: the window's first frame in the video.
+    Returns:
+        ``segments [n, 2]`` in video frames and ``scores [n, num_classes]`` (sigmoid), at most
+        ``nms_pre`` anchors per level.
+    """
+    C = config.num_classes
+    anchors = level_anchors(config, [s.shape[-1] for s in cls_scores], device=cls_scores[0].device)
+    segments, scores = [], []
+    for logits, deltas, level in zip(cls_scores, seg_preds, anchors, strict=True):
+        prob = logits.detach().t().reshape(-1, C).sigmoid()
+        delta = deltas.detach().t().reshape(-1, 2)
+        if prob.shape[0] > config.nms_pre:
+            keep = prob.max(dim=1).values.topk(config.nms_pre).indices
+            prob, delta, level = prob[keep], delta[keep], level[keep]
+        segments.append(decode(level.to(delta.dtype), delta, max_t=length) + shift)
+        scores.append(prob)
+    return torch.cat(segments), torch.cat(scores)
+
+
+def merge_detections(segments: list[torch.Tensor], scores: list[torch.Tensor], config: TALLFormerConfig, *,
+                     nmw: NMW = nmw_hook) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A video's detections from its windows' candidates (:func:`window_detections`).
+
+    Returns ``segments [k, 2]`` (video frames), ``scores [k]``, ``labels [k]`` with
+    ``k <= max_per_video``, in decreasing score.
+    """
+    seg = torch.cat(segments)
+    prob = torch.cat(scores)
+    keep = prob > config.score_threshold  # [n, C]: one candidate per (anchor, class)
+    rows, labels = keep.nonzero(as_tuple=True)
+    return nmw(seg[rows], prob[rows, labels], labels, config.nmw_iou, config.max_per_video)
