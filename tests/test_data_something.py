@@ -124,8 +124,9 @@ def test_find_label_files_picks_the_version_present_or_asks(tmp_path):
         find_label_files(tmp_path / "nowhere", "train")
     with pytest.raises(ValueError, match="split must be one of"):
         find_label_files(both, "test")
-    with pytest.raises(ValueError, match="version must be 1, 2 or None"):
-        find_label_files(both, "train", version=3)
+    for version in (3, True):
+        with pytest.raises(ValueError, match="version must be 1, 2 or None"):
+            find_label_files(both, "train", version=version)
 
 
 @pytest.mark.parametrize(("content", "message"), [

@@ -211,7 +211,7 @@ def find_label_files(annotations: str | os.PathLike, split: str,
     directory = _path("annotations", annotations)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if version is not None and version not in LABEL_FILES:
+    if version is not None and (isinstance(version, bool) or version not in LABEL_FILES):
         raise ValueError(f"version must be 1, 2 or None, got {version!r}")
     if not directory.is_dir():
         raise DatasetError(f"annotations directory not found: {directory}")

@@ -69,7 +69,7 @@ def generate(out: str | os.PathLike, spec: SyntheticVideoSpec | None = None, ver
     spec = SyntheticVideoSpec(videos=48, frames=24, formats=("frames",)) if spec is None else spec
     if not isinstance(spec, SyntheticVideoSpec):
         raise TypeError(f"spec must be a SyntheticVideoSpec or None, got {type(spec).__name__}")
-    if version not in LABEL_FILES:
+    if isinstance(version, bool) or version not in LABEL_FILES:
         raise ValueError(f"version must be 1 or 2, got {version!r}")
     names = list(CLASSES) if classes is None else list(classes)
     if not names or len(set(names)) != len(names) or any(n not in CLASSES for n in names):
