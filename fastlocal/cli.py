@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ._dispatch import available_backends
-from .bench.run import OPS, run_bench
+from .bench.run import CHOICES, OPS, run_bench
 
 
 def _backends(_: argparse.Namespace) -> int:
@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--quick", action="store_true",
                        help="the smaller configurations of each suite, the slowest peers skipped "
                             "(about 2.5 minutes on 2 idle CPU cores)")
-    bench.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS), help="ops to benchmark (default: all)")
+    bench.add_argument("--ops", nargs="+", choices=CHOICES, default=list(OPS),
+                       help=f"ops to benchmark (default: {' '.join(OPS)}; opt-in whole-model steps: "
+                            f"{' '.join(c for c in CHOICES if c not in OPS)})")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     bench.add_argument("--out", type=Path, default=Path("bench-results"),
                        help="folder for bench.json and the plots (default: bench-results)")

@@ -12,5 +12,10 @@ from .roi_align_1d import RoiAlign
 from .selective import Selective
 from .suite import Suite
 from .topk_std import TopkStd
+from .vidtr import VidTrSuite
 
 SUITES: dict[str, Suite] = {s.op: s for s in (LocalAttention(), RoiAlign(), TopkStd(), Selective(), SoftNms())}
+
+#: Whole-model suites, opt-in (``--ops vidtr``): a step of a full model takes seconds, so they stay out of the
+#: default run (and of ``--quick``).
+MODEL_SUITES: dict[str, Suite] = {s.op: s for s in (VidTrSuite(),)}

@@ -38,10 +38,13 @@ import fastlocal
 
 from . import plots
 from .memory import PeakMemory
-from .ops import SUITES
+from .ops import MODEL_SUITES
+from .ops import SUITES as OP_SUITES
 from .suite import Result, Suite, best_peers, gemm_gflops, rounds_for, timed_call, warm_up
 
-OPS = tuple(SUITES)
+SUITES = {**OP_SUITES, **MODEL_SUITES}  # every suite by name
+OPS = tuple(OP_SUITES)  # the default run
+CHOICES = tuple(SUITES)  # what --ops accepts: the default run and the opt-in model suites
 # Seconds of timed rounds per measurement (at least 3 rounds): the full run matches the pytest suites.
 BUDGET_S = {"full": 2.0, "quick": 0.5, "tiny": 0.02}
 # Slow calls get this many timed rounds: --quick keeps two (its min-max still shows a spread);
