@@ -38,7 +38,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..configs import check_choice, check_positive_ints
 from ..weights import read_state_dict
 
-__all__ = ["R2Plus1D", "R2Plus1DConfig", "load_r2plus1d", "r2plus1d_18", "r2plus1d_34"]
+__all__ = ["R2Plus1D", "R2Plus1DConfig", "load_backbone_file", "load_r2plus1d", "r2plus1d_18", "r2plus1d_34"]
 
 MIDPLANES = ("block", "conv")
 HEAD_PREFIX = "fc."  # torchvision's classifier: not part of a feature backbone
@@ -246,6 +246,16 @@ def load_r2plus1d(model: R2Plus1D, path: str | os.PathLike, *, prefix: str = "")
     """
     if not isinstance(model, R2Plus1D):
         raise TypeError(f"model must be an R2Plus1D, got {type(model).__name__}")
+    load_backbone_file(model, path, prefix=prefix, what=f"R(2+1)D ({model.config})")
+
+
+def load_backbone_file(model: nn.Module, path: str | os.PathLike, *, prefix: str = "", what: str) -> None:
+    """Load a local checkpoint strictly into a backbone in torchvision's layout (any ``nn.Module``).
+
+    :func:`load_r2plus1d`'s rules: keys under ``prefix`` (removed), the classifier ``fc.`` dropped,
+    every other key matched by name and shape, only ``num_batches_tracked`` may be absent. ``what``
+    names the model in the error (``"<file> is not a checkpoint of this <what>: ..."``).
+    """
     if not isinstance(prefix, str):
         raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
     where = os.fspath(path)
@@ -268,7 +278,7 @@ def load_r2plus1d(model: R2Plus1D, path: str | os.PathLike, *, prefix: str = "")
     if shapes:
         problems.append(f"shape mismatches: {_listed(shapes)}")
     if problems:
-        raise ValueError(f"{where} is not a checkpoint of this R(2+1)D ({model.config}): " + "; ".join(problems))
+        raise ValueError(f"{where} is not a checkpoint of this {what}: " + "; ".join(problems))
     for key in own:
         state.setdefault(key, own[key])  # num_batches_tracked only, by the check above
     model.load_state_dict(state, strict=True)
