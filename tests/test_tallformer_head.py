@@ -20,6 +20,7 @@ from fastlocal.models.tallformer import (
     TemporalConsistencyModule,
     THUMOSHead,
     assign,
+    convert_released_head_state_dict,
     convert_released_state_dict,
     convert_sync_batchnorm,
     decode,
@@ -394,3 +395,120 @@ def test_window_detections_and_merge(monkeypatch):
     monkeypatch.delattr(fastlocal, "nmw_1d", raising=False)
     with pytest.raises(RuntimeError, match="nmw_1d"):
         nmw_hook(segments, scores[:, 0], torch.zeros(10, dtype=torch.long), 0.5, 10)
+
+
+def _released_head_state(config: TALLFormerConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random weights (and BatchNorm statistics) in the released detector's layout for neck.0, neck.2,
+    neck.3 and head."""
+    D, Fc, Hc, A, C = config.dim, config.fpn_channels, config.head_channels, config.num_anchors, config.num_classes
+    shapes = {"neck.0.conv1.weight": (D, config.feature_dim, 3), "neck.0.conv1.bias": (D,),
+              "neck.0.conv2.weight": (D, D, 3), "neck.0.conv2.bias": (D,)}
+    for i in range(len(config.tdm_windows)):
+        t = f"neck.2.trans_layers.{i}."
+        M = D * config.tdm_mlp_ratio
+        shapes.update({f"neck.2.reductions.{i}.0.weight": (D, 2 * D), f"neck.2.reductions.{i}.1.weight": (D,),
+                       f"neck.2.reductions.{i}.1.bias": (D,), t + "self_attn.in_proj_weight": (3 * D, D),
+                       t + "self_attn.in_proj_bias": (3 * D,), t + "self_attn.out_proj.weight": (D, D),
+                       t + "self_attn.out_proj.bias": (D,), t + "linear1.weight": (M, D), t + "linear1.bias": (M,),
+                       t + "linear2.weight": (D, M), t + "linear2.bias": (D,), t + "norm1.weight": (D,),
+                       t + "norm1.bias": (D,), t + "norm2.weight": (D,), t + "norm2.bias": (D,)})
+
+    def conv_module(name, cin, cout, k):
+        shapes.update({f"{name}.conv.weight": (cout, cin, k), f"{name}.bn.weight": (cout,), f"{name}.bn.bias": (cout,),
+                       f"{name}.bn.running_mean": (cout,), f"{name}.bn.running_var": (cout,)})
+
+    for i in range(config.num_levels):
+        conv_module(f"neck.3.lateral_convs.{i}", D, Fc, 1)
+        conv_module(f"neck.3.fpn_convs.{i}", Fc, Fc, 3)
+    for i in range(config.head_convs):
+        conv_module(f"head.cls_convs.{i}", Fc if i == 0 else Hc, Hc, 3)
+        conv_module(f"head.reg_convs.{i}", Fc if i == 0 else Hc, Hc, 3)
+    shapes.update({"head.retina_cls.weight": (A * C, Hc, 3), "head.retina_cls.bias": (A * C,),
+                   "head.retina_reg.weight": (A * 2, Hc, 3), "head.retina_reg.bias": (A * 2,)})
+    state = {k: torch.randn(s, generator=generator, dtype=torch.float64) * 0.3 for k, s in shapes.items()}
+    for k in list(state):
+        if k.endswith("running_var"):
+            state[k] = state[k].abs() + 0.5
+        if k.endswith("bn.running_var"):
+            state[k.replace("running_var", "num_batches_tracked")] = torch.tensor(3)
+    state["neck.2.pe.pe"] = torch.zeros(5000, 1, D)
+    return state
+
+
+def _released_head_forward(s, feats, tcm, config):
+    """Oracle (eval mode) of the released SRMSwin convs, SelfAttnTDM with its dense -1e9 band mask, FPN and
+    RetinaHead, from their definitions. ``feats [B, feature_dim, T]``; ``tcm`` stands in for neck.1."""
+    x = F.conv1d(F.relu(F.conv1d(feats, s["neck.0.conv1.weight"], s["neck.0.conv1.bias"], stride=2, padding=1)),
+                 s["neck.0.conv2.weight"], s["neck.0.conv2.bias"], stride=2, padding=1)
+    reduced = x
+    x = tcm(x.transpose(1, 2)).permute(1, 0, 2)  # [T, B, C]
+    T, B, D = x.shape
+    pos = torch.arange(T, dtype=torch.float64)[:, None]
+    div = torch.exp(torch.arange(0, D, 2, dtype=torch.float64) * (-math.log(10000.0) / D))
+    pe = torch.zeros(T, D, dtype=torch.float64)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * div), torch.cos(pos * div)
+    x = x + pe[:, None] / math.sqrt(D)
+    levels = [x]
+    H = config.tdm_heads
+    for i, k in enumerate(config.tdm_windows):
+        t = f"neck.2.trans_layers.{i}."
+        if x.shape[0] % 2:
+            x = F.pad(x, (0, 0, 0, 0, 0, 1))
+        x = x.reshape(x.shape[0] // 2, 2, B, D).permute(0, 2, 1, 3).reshape(-1, B, 2 * D)  # (t s) b c -> t b (s c)
+        x = F.layer_norm(F.linear(x, s[f"neck.2.reductions.{i}.0.weight"]), (D,), s[f"neck.2.reductions.{i}.1.weight"],
+                         s[f"neck.2.reductions.{i}.1.bias"])
+        n = x.shape[0]
+        qkv = F.linear(x, s[t + "self_attn.in_proj_weight"], s[t + "self_attn.in_proj_bias"])
+        q, kk, v = (z.reshape(n, B * H, D // H).transpose(0, 1) for z in qkv.chunk(3, -1))
+        ones = torch.ones(n, n, dtype=torch.float64)
+        mask = (1 - ones.triu(diagonal=-(k // 2)) * ones.tril(diagonal=k // 2)) * -1e9
+        attn = torch.bmm(q * (D // H) ** -0.5, kk.transpose(1, 2)) + mask
+        o = torch.bmm(attn.softmax(-1), v).transpose(0, 1).reshape(n, B, D)
+        x = F.layer_norm(x + F.linear(o, s[t + "self_attn.out_proj.weight"], s[t + "self_attn.out_proj.bias"]), (D,),
+                         s[t + "norm1.weight"], s[t + "norm1.bias"])
+        ff = F.linear(F.relu(F.linear(x, s[t + "linear1.weight"], s[t + "linear1.bias"])), s[t + "linear2.weight"],
+                      s[t + "linear2.bias"])
+        x = F.layer_norm(x + ff, (D,), s[t + "norm2.weight"], s[t + "norm2.bias"])
+        levels.append(x)
+
+    def conv_module(name, z, relu):
+        z = F.conv1d(z, s[f"{name}.conv.weight"], padding=s[f"{name}.conv.weight"].shape[-1] // 2)
+        z = F.batch_norm(z, s[f"{name}.bn.running_mean"], s[f"{name}.bn.running_var"], s[f"{name}.bn.weight"],
+                         s[f"{name}.bn.bias"], training=False)
+        return F.relu(z) if relu else z
+
+    lat = [conv_module(f"neck.3.lateral_convs.{i}", z.permute(1, 2, 0), False) for i, z in enumerate(levels)]
+    for i in range(len(lat) - 1, 0, -1):
+        lat[i - 1] = lat[i - 1] + F.interpolate(lat[i], size=lat[i - 1].shape[-1], mode="nearest")
+    cls, reg = [], []
+    for i, z in enumerate(lat):
+        z = conv_module(f"neck.3.fpn_convs.{i}", z, False)
+        c, r = z, z
+        for j in range(config.head_convs):
+            c, r = conv_module(f"head.cls_convs.{j}", c, True), conv_module(f"head.reg_convs.{j}", r, True)
+        cls.append(F.conv1d(c, s["head.retina_cls.weight"], s["head.retina_cls.bias"], padding=1))
+        reg.append(F.conv1d(r, s["head.retina_reg.weight"], s["head.retina_reg.bias"], padding=1))
+    return reduced, cls, reg
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_head_with_converted_weights_equals_released(backend):
+    config = TINY.replace(tdm_windows=(3, 3, 1, 3))  # bands narrower than the levels: 8 -> 4 -> 2 -> 1 -> 1
+    state = _released_head_state(config, torch.Generator().manual_seed(2))
+    reduction_state, head_state = convert_released_head_state_dict({"module." + k: v for k, v in state.items()},
+                                                                   prefix="module.")
+    reduction, head = ReductionConvs(config).double().eval(), THUMOSHead(config).double().eval()
+    reduction.load_state_dict(reduction_state, strict=True)
+    head.load_state_dict(head_state, strict=True)
+    tcm = TemporalConsistencyModule(config).double().eval()
+    feats = torch.randn(2, config.feature_dim, 4 * config.max_seq_len, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(3))
+    with fastlocal.use_backend(backend):
+        reduced = reduction(feats)
+        cls, reg = head(tcm(reduced.transpose(1, 2)))
+    want_reduced, want_cls, want_reg = _released_head_forward(state, feats, tcm, config)
+    torch.testing.assert_close(reduced, want_reduced, rtol=1e-10, atol=1e-10)
+    for got, want in zip(cls + reg, want_cls + want_reg, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-9)
+    with pytest.raises(ValueError, match=r"neck\.3\.extra"):
+        convert_released_head_state_dict({**state, "neck.3.extra": torch.zeros(1)})

@@ -11,7 +11,15 @@ module on :class:`fastlocal.nn.LocalAttention`, released-weight conversion), ``h
 from .anchors import Targets, assign, decode, level_anchors, make_targets, segment_overlaps
 from .config import PRESETS, TALLFormerConfig, TALLFormerTrainConfig
 from .consistency import TCM_PARAMETERS_L60, TemporalConsistencyModule, convert_released_state_dict, table_to_released
-from .head import FPN, ReductionConvs, RetinaHead, SelfAttnTDM, THUMOSHead, convert_sync_batchnorm
+from .head import (
+    FPN,
+    ReductionConvs,
+    RetinaHead,
+    SelfAttnTDM,
+    THUMOSHead,
+    convert_released_head_state_dict,
+    convert_sync_batchnorm,
+)
 from .inference import NMW, inference_windows, merge_detections, nmw_hook, window_detections
 from .losses import TALLFormerLoss, detection_loss, diou_loss, sigmoid_focal_loss
 
@@ -30,6 +38,7 @@ __all__ = [
     "Targets",
     "TemporalConsistencyModule",
     "assign",
+    "convert_released_head_state_dict",
     "convert_released_state_dict",
     "convert_sync_batchnorm",
     "decode",

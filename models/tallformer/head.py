@@ -212,3 +212,97 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     return module
+
+
+# ---- released weights ------------------------------------------------------------------------
+
+_BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def _conv_module(out: dict[str, torch.Tensor], ours: str, rest: str, value: torch.Tensor) -> bool:
+    """mmcv ``ConvModule`` (``conv``, ``bn``) -> our ``conv_bn`` Sequential (``0``, ``1``)."""
+    part, _, param = rest.partition(".")
+    if part == "conv" and param == "weight":
+        out[f"{ours}.0.weight"] = value
+    elif part == "bn" and param in _BN:
+        out[f"{ours}.1.{param}"] = value
+    else:
+        return False
+    return True
+
+
+def _convert_tdm_key(out: dict[str, torch.Tensor], name: str, value: torch.Tensor) -> bool:
+    """``SelfAttnTDM`` keys (after ``neck.2.``) -> :class:`SelfAttnTDM`'s under ``tdm.``."""
+    if name == "pe.pe":
+        return True  # the sinusoid buffer, recomputed
+    group, _, rest = name.partition(".")
+    index, _, rest = rest.partition(".")
+    if not index.isdigit():
+        return False
+    stage = f"tdm.stages.{int(index)}"
+    if group == "reductions" and rest == "0.weight":
+        out[f"{stage}.reduction.weight"] = value
+    elif group == "reductions" and rest in ("1.weight", "1.bias"):
+        out[f"{stage}.reduction_norm.{rest[2:]}"] = value
+    elif group == "trans_layers" and rest in ("self_attn.in_proj_weight", "self_attn.in_proj_bias"):
+        param = "weight" if rest.endswith("weight") else "bias"
+        for proj, chunk in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, dim=0), strict=True):
+            out[f"{stage}.attn.{proj}.{param}"] = chunk.contiguous()
+    elif group == "trans_layers" and rest in ("self_attn.out_proj.weight", "self_attn.out_proj.bias"):
+        out[f"{stage}.attn.out_proj.{rest.rsplit('.', 1)[1]}"] = value
+    elif group == "trans_layers" and rest.split(".")[0] in ("linear1", "linear2", "norm1", "norm2"):
+        out[f"{stage}.{rest}"] = value
+    else:
+        return False
+    return True
+
+
+def convert_released_head_state_dict(
+    state: dict[str, torch.Tensor], prefix: str = ""
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Map the released detector's ``neck.0`` (``SRMSwin``), ``neck.2`` (``SelfAttnTDM``), ``neck.3``
+    (``FPN``) and ``head`` (``RetinaHead``) weights onto :class:`ReductionConvs` and
+    :class:`THUMOSHead`. Other keys (backbone, ``neck.1`` = the TCM) are left to their converters.
+
+    Args:
+        state: the released state dict; ``prefix`` is stripped first (e.g. ``"module."``).
+    Returns:
+        ``(reduction_state, head_state)`` for ``ReductionConvs.load_state_dict`` and
+        ``THUMOSHead.load_state_dict``: fused ``in_proj`` split into q / k / v projections,
+        mmcv ``ConvModule`` ``conv`` / ``bn`` into our ``0`` / ``1``, the positional encoding
+        buffer dropped.
+    Raises:
+        ValueError: naming a key under those modules that the released head does not have.
+    """
+    reduction: dict[str, torch.Tensor] = {}
+    head: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix):]
+        if name.startswith("neck.0."):
+            rest = name[len("neck.0."):]
+            ok = rest in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias")
+            if ok:
+                reduction[rest] = value
+        elif name.startswith("neck.2."):
+            ok = _convert_tdm_key(head, name[len("neck.2."):], value)
+        elif name.startswith(("neck.3.lateral_convs.", "neck.3.fpn_convs.")):
+            group, index, rest = name[len("neck.3."):].split(".", 2)
+            ok = index.isdigit() and _conv_module(
+                head, f"fpn.{'lateral' if group == 'lateral_convs' else 'output'}.{int(index)}", rest, value)
+        elif name.startswith(("head.cls_convs.", "head.reg_convs.")):
+            group, index, rest = name[len("head."):].split(".", 2)
+            ok = index.isdigit() and _conv_module(head, f"retina.{group}.{int(index)}", rest, value)
+        elif name.startswith(("head.retina_cls.", "head.retina_reg.")):
+            module, param = name[len("head.retina_"):].split(".", 1)
+            ok = param in ("weight", "bias")
+            if ok:
+                head[f"retina.{module}.{param}"] = value
+        elif name.startswith(("neck.3.", "head.")):
+            ok = False
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"unexpected key {key!r} in a released TALLFormer THUMOS head")
+    return reduction, head
