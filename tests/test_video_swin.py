@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from fastlocal.models import backbones
 from fastlocal.models.backbones.chunks import ChunkEncoder
 from fastlocal.models.backbones.video_swin import (
     DropPath,
@@ -23,6 +24,7 @@ from fastlocal.models.backbones.video_swin import (
     swin3d_b,
     swin3d_t,
 )
+from fastlocal.models.configs import from_dict, to_dict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -355,7 +357,11 @@ def test_config_errors():
         VideoSwinConfig(frozen_stages=5)
     with pytest.raises(ValueError, match="drop_path must be a probability"):
         VideoSwinConfig(drop_path=1.0)
-    assert VideoSwinConfig(depths=[2, 2, 6, 2]).depths == (2, 2, 6, 2)  # from_dict round trips give lists
+    assert VideoSwinConfig(depths=[2, 2, 6, 2]).depths == (2, 2, 6, 2)
+    assert from_dict(VideoSwinConfig, to_dict(TINY)) == TINY  # to_dict turns tuples into lists
+    for ratio in (0.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="mlp_ratio must be finite"):
+            VideoSwinConfig(mlp_ratio=ratio)
     with pytest.raises(ValueError, match="clips must be"):
         tiny()(torch.randn(1, 4, 4, 8, 8))
 
@@ -390,3 +396,4 @@ def test_swin_b_chunk_gives_16_by_1024_on_meta():
         encoder = ChunkEncoder(swin3d_b(drop_path=0.2, frozen_stages=2, gradient_checkpointing=True).eval())
         assert encoder.encode_chunks(torch.empty(1, 3, 32, 224, 224)).shape == (1, 16, 1024)
     assert (encoder.num_chunks(480), encoder.num_rows(480), encoder.num_rows(481)) == (15, 240, 241)
+    assert backbones.swin3d_b is swin3d_b and backbones.ChunkEncoder is ChunkEncoder  # the package exports them

@@ -35,6 +35,7 @@ at the last stage, a 4x4 map). At 224x224 with 32 frames no window shrinks, so t
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass
 from typing import Literal
@@ -124,9 +125,9 @@ class VideoSwinConfig:
         for name in ("patch_size", "window_size"):
             object.__setattr__(self, name, _triple(self, name))
         ratio = self.mlp_ratio
-        if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not ratio > 0 or int(self.embed_dim
-                                                                                              * ratio) < 1:
-            raise ValueError(f"VideoSwinConfig.mlp_ratio must be a number > 0, got {ratio!r}")
+        if (isinstance(ratio, bool) or not isinstance(ratio, int | float) or not math.isfinite(ratio)
+                or self.embed_dim * ratio < 1):
+            raise ValueError(f"VideoSwinConfig.mlp_ratio must be finite with embed_dim * mlp_ratio >= 1, got {ratio!r}")
         for name in ("dropout", "attention_dropout", "drop_path"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
