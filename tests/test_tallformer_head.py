@@ -178,6 +178,8 @@ def test_head_level_lengths_and_output_shapes():
     assert tuple(ReductionConvs(TINY)(torch.randn(1, TINY.feature_dim, 32)).shape) == (1, TINY.dim, 8)
     with pytest.raises(ValueError, match=r"x must be \[B, T >= 1, 16\]"):
         head(torch.randn(1, 8, 5))
+    with pytest.raises(ValueError, match=r"backbone features \[B, 16, T >= 1\]"):
+        ReductionConvs(TINY)(torch.randn(1, 8, 32))
 
 
 def test_anchors_hand_case():

@@ -37,10 +37,14 @@ class ReductionConvs(nn.Module):
 
     def __init__(self, config: TALLFormerConfig) -> None:
         super().__init__()
+        self.feature_dim = config.feature_dim
         self.conv1 = nn.Conv1d(config.feature_dim, config.dim, kernel_size=3, stride=2, padding=1)
         self.conv2 = nn.Conv1d(config.dim, config.dim, kernel_size=3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() != 3 or x.shape[1] != self.feature_dim or x.shape[2] < 1:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be backbone features [B, {self.feature_dim}, T >= 1], got {shape}")
         return self.conv2(F.relu(self.conv1(x)))
 
 

@@ -73,6 +73,9 @@ def window_detections(cls_scores: list[torch.Tensor], seg_preds: list[torch.Tens
         ``nms_pre`` anchors per level.
     """
     C = config.num_classes
+    if len(cls_scores) != config.num_levels or len(seg_preds) != config.num_levels:
+        raise ValueError(f"cls_scores and seg_preds must hold {config.num_levels} levels each, got "
+                         f"{len(cls_scores)} and {len(seg_preds)}")
     anchors = level_anchors(config, [s.shape[-1] for s in cls_scores], device=cls_scores[0].device)
     segments, scores = [], []
     for logits, deltas, level in zip(cls_scores, seg_preds, anchors, strict=True):
