@@ -280,11 +280,19 @@ def test_loading_mmaction_layout(tmp_path):
         in state
     state["backbone.layers.0.blocks.0.dummy_tensor"] = torch.ones(1)  # the released checkpointing buffer
     torch.save(state, tmp_path / "mm.pt")
-    target = tiny()
-    load_video_swin(target, tmp_path / "mm.pt", prefix="backbone.", layout="mmaction")
+    target, with_head = tiny(), tiny(num_classes=5)
+    load_video_swin(target, tmp_path / "mm.pt", layout="mmaction")
+    load_video_swin(with_head, tmp_path / "mm.pt", layout="mmaction")
     x = torch.randn(1, 3, 4, 24, 24)
     with torch.no_grad():
         assert torch.equal(target.eval()(x), source.eval().forward_features(x).mean(dim=(2, 3)))
+        assert torch.equal(with_head.eval()(x), source(x))
+    # TALLFormer's backbone-only file has no "backbone." prefix
+    torch.save({k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")},
+               tmp_path / "tall.pt")
+    load_video_swin(target, tmp_path / "tall.pt", layout="mmaction")
+    with pytest.raises(ValueError, match=r"mmaction-layout.*missing keys: head\.weight"):
+        load_video_swin(tiny(num_classes=5), tmp_path / "tall.pt", layout="mmaction")
 
 
 def _loss_and_grads(model: VideoSwin, x: torch.Tensor, seed: int):

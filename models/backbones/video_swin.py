@@ -482,8 +482,8 @@ def swin3d_b(**changes: object) -> VideoSwin:
 
 def mmaction_to_torchvision(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename the keys of an mmaction-layout Video Swin state dict (the original Video Swin
-    repository's and TALLFormer's ``SwinTransformer3D``, already stripped of any ``backbone.``
-    prefix) to torchvision's: ``layers.{i}.blocks.{j}.`` -> ``features.{2i}.{j}.``,
+    repository's ``Recognizer3D`` with ``SwinTransformer3D``, TALLFormer's backbone) to torchvision's:
+    a leading ``backbone.`` is removed, ``layers.{i}.blocks.{j}.`` -> ``features.{2i}.{j}.``,
     ``layers.{i}.downsample.`` -> ``features.{2i+1}.``, ``mlp.fc1``/``mlp.fc2`` -> ``mlp.0``/``mlp.3``,
     ``cls_head.fc_cls.`` -> ``head.``. The released blocks' ``dummy_tensor`` buffers (a
     checkpointing device of theirs) are dropped; other keys keep their names."""
@@ -491,6 +491,7 @@ def mmaction_to_torchvision(state: dict[str, torch.Tensor]) -> dict[str, torch.T
     for key, value in state.items():
         if key.endswith(".dummy_tensor"):
             continue
+        key = key.removeprefix("backbone.")
         parts = key.split(".")
         if parts[0] == "layers" and len(parts) > 3 and parts[1].isdigit():
             stage = int(parts[1])
@@ -510,11 +511,13 @@ def load_video_swin(model: VideoSwin, path: str | os.PathLike, *, prefix: str = 
     """Load a local Video Swin checkpoint into ``model``, strictly.
 
     The file is read by :func:`fastlocal.models.weights.read_state_dict` (a state dict or a
-    checkpoint's ``"model"`` entry; never code). Keys are kept only under ``prefix``, which is
-    removed (the original Video Swin checkpoints hold the backbone under ``"backbone."``); with
-    ``layout="mmaction"`` they are renamed by :func:`mmaction_to_torchvision`. A model without a
-    head ignores the file's ``head.`` keys; a model with one needs them. Every other key must
-    match the model's by name and shape, the ``relative_position_index`` buffers included.
+    checkpoint's ``"model"`` entry; never code: an mmcv checkpoint, ``{"meta": ..., "state_dict":
+    ...}``, must be re-saved as its ``"state_dict"`` alone). Keys are kept only under ``prefix``, which
+    is removed (e.g. ``"module."`` of a DDP save); with ``layout="mmaction"`` they are renamed by
+    :func:`mmaction_to_torchvision` (which removes ``backbone.`` itself, so the original Video Swin
+    checkpoints load with their ``cls_head``). A model without a head ignores the file's ``head.``
+    keys; a model with one needs them. Every other key must match the model's by name and shape, the
+    ``relative_position_index`` buffers included.
 
     Raises:
         FileNotFoundError: no such file. ValueError (naming the file): unreadable, no key under
