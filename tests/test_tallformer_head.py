@@ -21,7 +21,7 @@ from fastlocal.models.tallformer import (
     THUMOSHead,
     assign,
     convert_released_head_state_dict,
-    convert_released_state_dict,
+    convert_released_tcm_state_dict,
     convert_sync_batchnorm,
     decode,
     detection_loss,
@@ -130,7 +130,7 @@ def test_tcm_with_converted_weights_equals_released(backend, T):
     config = TINY  # L = 8: T = L and a shorter window
     state = _released_tcm_state(config, torch.Generator().manual_seed(T))
     tcm = TemporalConsistencyModule(config).double().eval()
-    tcm.load_state_dict(convert_released_state_dict(state, prefix="neck.1."), strict=True)
+    tcm.load_state_dict(convert_released_tcm_state_dict(state, prefix="neck.1."), strict=True)
     x = torch.randn(2, T, config.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with fastlocal.use_backend(backend):
         got = tcm(x)
@@ -152,11 +152,11 @@ def test_bias_table_conversion_round_trip():
     torch.testing.assert_close(table_to_released(ours), theirs, rtol=0, atol=0)
     released = _released_tcm_state(TINY, torch.Generator().manual_seed(0))
     state = {k.removeprefix("neck.1."): v for k, v in released.items()}
-    assert set(convert_released_state_dict(state)) == set(TemporalConsistencyModule(TINY).state_dict())
+    assert set(convert_released_tcm_state_dict(state)) == set(TemporalConsistencyModule(TINY).state_dict())
     with pytest.raises(ValueError, match=r"encoder\.layers\.0\.attn\.extra"):
-        convert_released_state_dict({**state, "encoder.layers.0.attn.extra": torch.zeros(1)})
+        convert_released_tcm_state_dict({**state, "encoder.layers.0.attn.extra": torch.zeros(1)})
     with pytest.raises(ValueError, match="no released TCM weights"):
-        convert_released_state_dict(state, prefix="neck.1.")
+        convert_released_tcm_state_dict(state, prefix="neck.1.")
 
 
 # ---- head ------------------------------------------------------------------------------------

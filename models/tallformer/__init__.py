@@ -10,7 +10,12 @@ module on :class:`fastlocal.nn.LocalAttention`, released-weight conversion), ``h
 
 from .anchors import Targets, assign, decode, level_anchors, make_targets, segment_overlaps
 from .config import PRESETS, TALLFormerConfig, TALLFormerTrainConfig
-from .consistency import TCM_PARAMETERS_L60, TemporalConsistencyModule, convert_released_state_dict, table_to_released
+from .consistency import (
+    TCM_PARAMETERS_L60,
+    TemporalConsistencyModule,
+    convert_released_tcm_state_dict,
+    table_to_released,
+)
 from .head import (
     FPN,
     ReductionConvs,
@@ -39,7 +44,7 @@ __all__ = [
     "TemporalConsistencyModule",
     "assign",
     "convert_released_head_state_dict",
-    "convert_released_state_dict",
+    "convert_released_tcm_state_dict",
     "convert_sync_batchnorm",
     "decode",
     "detection_loss",

@@ -7,7 +7,7 @@ The released module (``Transformer1DRelPos`` / ``EncoderLayer1D`` / ``WindowAtte
 (bias on), a table ``[2L - 1, H]`` indexed by ``(i - j) + L - 1`` and no mask. Here the
 attention is ``fastlocal.local_attention`` with ``window = 2L - 1`` (every pair of the L
 tokens lies in the band, so it is exact full attention) and a table ``[H, 2L - 1]``
-indexed by ``(j - i) + L - 1``: :func:`convert_released_state_dict` transposes and flips it.
+indexed by ``(j - i) + L - 1``: :func:`convert_released_tcm_state_dict` transposes and flips it.
 The parameter count is the released one: 3,154,288 per layer at L = 60, dim 512.
 """
 
@@ -100,7 +100,7 @@ def table_to_released(table: torch.Tensor) -> torch.Tensor:
     return table.flip(-1).t().contiguous()
 
 
-def convert_released_state_dict(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+def convert_released_tcm_state_dict(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
     """Map the released ``Transformer1DRelPos`` weights onto :class:`TemporalConsistencyModule`.
 
     Args:
