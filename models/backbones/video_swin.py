@@ -282,10 +282,10 @@ class ShiftedWindowAttention3d(nn.Module):
         heads = self.num_heads
         q, k, v = self.qkv(windows).view(b, nw, n, 3, heads, c // heads).permute(3, 0, 1, 4, 2, 5).unbind(0)
         attn = (q * (c // heads) ** -0.5) @ k.transpose(-2, -1)  # [B, nW, heads, N, N]
-        bias = self.relative_position_bias(window)
-        if shifted:
-            bias = bias + shifted_window_attention_mask(padded, window, shift, x.device)[:, None].to(bias.dtype)
-        attn = F.dropout((attn + bias).softmax(dim=-1), self.attention_dropout, self.training)
+        attn = attn + self.relative_position_bias(window)
+        if shifted:  # in place: the sum is not saved for backward, and a bias+mask tensor would cost nW*heads*N*N
+            attn += shifted_window_attention_mask(padded, window, shift, x.device)[:, None].to(attn.dtype)
+        attn = F.dropout(attn.softmax(dim=-1), self.attention_dropout, self.training)
         out = (attn @ v).transpose(2, 3).reshape(b, nw, n, c)
         out = F.dropout(self.proj(out), self.dropout, self.training)
         x = _unpartition(out, window, padded)
