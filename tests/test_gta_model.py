@@ -255,6 +255,12 @@ def test_compile_fullgraph_without_graph_breaks():
     x5 = torch.randn(1, 32, 4, 7, 3)
     torch.testing.assert_close(compiled(x5), m(x5))
     assert counter.frame_count == 2  # one graph per input layout, no break
+    # the whole model (C2D time pooling included) captures as one graph too
+    model = GTA(TINY.replace(time_pool=2)).eval()
+    counter = torch._dynamo.testing.CompileCounter()
+    video = torch.randn(2, 3, TINY.frames, 32, 32)
+    torch.testing.assert_close(torch.compile(model, backend=counter, fullgraph=True)(video), model(video))
+    assert counter.frame_count == 1
 
 
 def test_non_local_block_matches_transcription():

@@ -172,6 +172,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
             {"block": "nonlocal"}),
     _preset("r2d50-gta-16f", "R2D-50 + GTA on 16 frames (paper Table 6), 224^2, 174 classes; its temporal matrices "
             "are 16 x 16, so it is a different model from the 8-frame one", {"frames": 16}),
+    # The paper's 62 GFLOPs per view (Table 5, 256^2) is closer to this model without the time pooling
+    # (65.8 G at 8 x 256^2; 36.9 G with it); likewise C2D + NL: 77 G published, 84.6 G / 41.3 G.
     _preset("c2d50-gta", "C2D-R50 + GTA for Kinetics-400 (paper Table 5): 8 frames, time max-pooled x2 after res2 "
             "(PySlowFast's C2D), so the blocks see 4 frames; 400 classes", {"num_classes": 400, "time_pool": 2}),
 )}

@@ -44,9 +44,9 @@ class GTA(nn.Module):
     scores, the classifier being linear), then dropout and ``fc``. C2D (``time_pool`` 2) max-pools
     pairs of frames after res2. SlowFast variants are not part of this work.
 
-    With the ``r2d50-gta`` preset: 31,261,934 parameters and 50.14 G multiply-adds per 8 x 224^2 clip
-    (paper Table 1: 31.2 M, 50.2 GFLOPs); ``r2d50``: 23,864,558 and 32.87 G (23.9 M, 32.7);
-    ``r2d50-nl``: 31,223,022 and 61.27 G (31.2 M, 61.1).
+    Measured (``FlopCounterMode``, one 8 x 224^2 clip): ``r2d50-gta`` 31,261,934 parameters and 50.14 G
+    multiply-adds (paper Table 1: 31.2 M, 50.2 GFLOPs); ``r2d50`` 23,864,558 and 32.70 G (23.9 M, 32.7);
+    ``r2d50-nl`` 31,223,022 and 61.10 G (31.2 M, 61.1).
     """
 
     def __init__(self, config: GTAConfig | None = None) -> None:
