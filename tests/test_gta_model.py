@@ -6,6 +6,7 @@ against its own transcription, and strict loading of a torchvision-layout ResNet
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -13,6 +14,7 @@ import torch
 import torch._dynamo.testing
 import torch.nn.functional as F
 from fastlocal.models.backbones import ResNet2D, load_resnet
+from fastlocal.models.configs import from_dict, to_dict
 from fastlocal.models.gta import GTA, PAPER_BUDGETS, PRESETS, TINY_PRESETS, GTAConfig, NonLocalBlock, load_imagenet
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
@@ -391,6 +393,8 @@ def test_config_validation():
     with pytest.raises(ValueError, match=r"video must be \[B, 3, T = 4"):
         GTA(TINY)(torch.randn(1, 3, 5, 32, 32))
     assert GTAConfig(block="nonlocal").inner_reduction == 2 and GTAConfig().inner_reduction == 4
+    for preset in (*PRESETS.values(), *TINY_PRESETS.values()):  # JSON round trip (checkpoints store it)
+        assert from_dict(GTAConfig, json.loads(json.dumps(to_dict(preset.model)))) == preset.model
 
 
 # ----------------------------------------------------------------------------- torchvision layout
