@@ -73,8 +73,9 @@ class GlobalTemporalAttention(nn.Module):
 
     - ``reduction`` 4: inner width D = C / 4 for the spatial attention and for each GTA branch.
       Then a block has 2 C^2 weights, the non-local block's count (Table 1: "31.2 M each").
-    - Separate value projections for the two branches, and biases only on the two output
-      projections: ``phi``'s bias cancels in the softmax and ``g``'s passes through rows that sum
+    - Separate value projections for the two branches (with their output projections, C^2
+      weights: those of the temporal non-local block GTA replaces), and biases only on the two
+      output projections: ``phi``'s bias cancels in the softmax and ``g``'s passes through rows that sum
       to one into ``spatial_out``'s bias; the others are left out to stay within the budget.
     - ``spatial_pool`` 2: max-pooled keys/values, as the non-local block the paper compares with
       (the decoupled non-local block's 49.9 GMAC needs it); 1 disables pooling.
@@ -87,7 +88,11 @@ class GlobalTemporalAttention(nn.Module):
       (a region is a weighted mean of pixels, and ``W_R^T`` spreads it back with the same weights);
       "regions": a softmax over the R regions at each pixel (soft assignment; a region is then a
       weighted sum of pixels).
-    - ``regions`` R = 8.
+    - ``regions`` R = 8: not given (Fig. 4 shows two regions per video); it costs D R weights.
+
+    With these defaults R2D-50 + 5 blocks has 31,261,934 parameters (the 2 C^2 weights put it at
+    31,204,590; the temporal matrices, 2 G^2 T^2 = 8,192 per block, add 40,960, so any design at
+    inner width C / 4 exceeds 31.24 M) and 50.14 G multiply-adds per 8 x 224^2 clip.
     - ``norm`` "none": no normalisation before the residuals ("optional", §3.1); "batch":
       BatchNorm2d after ``spatial_out`` and after ``out``, initialised to zero so the block starts
       as the identity (the non-local block's initialisation). "batch" adds 4 C parameters per
