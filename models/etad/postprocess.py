@@ -83,10 +83,9 @@ def soft_nms_proposals(segments: torch.Tensor, scores: torch.Tensor, *, sigma: f
         raise ValueError(f"max_proposals must be an int >= 1, got {max_proposals!r}")
     count = segments.shape[0]
     keep = min(max_proposals, count - 1) if drop_last and count > 1 else min(max_proposals, count)
-    # soft_nms_1d picks every proposal; once it takes max_output, pass max_output=keep here instead of slicing
-    index, decayed = fastlocal.soft_nms_1d(segments.double(), scores.double(), sigma=sigma, iou_threshold=0.0,
-                                           score_threshold=0.0, method="gaussian", backend=backend)
-    return index[:keep], decayed[:keep]
+    # the op stops after max_output picks (it needs >= 1; with no proposal it returns nothing anyway)
+    return fastlocal.soft_nms_1d(segments.double(), scores.double(), sigma=sigma, iou_threshold=0.0,
+                                 score_threshold=0.0, method="gaussian", max_output=max(keep, 1), backend=backend)
 
 
 def read_classifier_scores(path: str | os.PathLike) -> tuple[dict[str, list[float]], list[str]]:
