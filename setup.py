@@ -13,7 +13,7 @@ import os
 import shutil
 
 import torch
-from setuptools import setup
+from setuptools import find_packages, setup
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -81,21 +81,22 @@ def _extensions():
     return extensions
 
 
+def _packages(root: str, name: str) -> list[str]:
+    """``name`` (installed from folder ``root``) and every package below it."""
+    return [name, *(f"{name}.{sub}" for sub in find_packages(root))]
+
+
 setup(
     name="fastlocal",
     version="0.1.0",
     description="Fused kernels for long-video temporal models (banded attention with RPB, "
     "topK-std pooling, RoI-align-1D, selective backprop)",
     python_requires=">=3.10",
+    # every package under the three source roots, so a new subpackage can never be left out
     packages=[
-        "fastlocal",
-        "fastlocal.nn",
-        "fastlocal.reference",
-        "fastlocal.bench",
-        "fastlocal.kernels",
-        "fastlocal.models",
-        "fastlocal.data",
-        "fastlocal.models.tut",
+        *_packages("fastlocal", "fastlocal"),
+        *_packages("kernels", "fastlocal.kernels"),
+        *_packages("models", "fastlocal.models"),
     ],
     package_dir={
         "fastlocal": "fastlocal",

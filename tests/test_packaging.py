@@ -35,6 +35,13 @@ for module in (fastlocal, fastlocal._C, fastlocal.models, fastlocal.kernels):
 # kernels/ and models/ install only as subpackages: nothing named `models` or `kernels` at top level
 for name in ("models", "kernels"):
     assert importlib.util.find_spec(name) is None, name
+# every package of the source tree is installed (argv[2]: the source copy)
+source = pathlib.Path(sys.argv[2])
+roots = {"fastlocal": "fastlocal", "kernels": "fastlocal.kernels", "models": "fastlocal.models"}
+for folder, name in roots.items():
+    for init in (source / folder).rglob("__init__.py"):
+        package = ".".join([name, *init.parent.relative_to(source / folder).parts])
+        assert importlib.util.find_spec(package) is not None, package
 assert fastlocal.available_backends()["cpu"] == "available", fastlocal.available_backends()
 x = torch.arange(10.0).view(1, 1, 10)
 out = fastlocal.roi_align_1d(x, torch.tensor([[0.0, 2.0, 6.0]]), 2, sampling_ratio=1, backend="cpu")
@@ -60,6 +67,7 @@ def test_fresh_venv_install(tmp_path: Path, mode: str) -> None:
     install += ["-e", str(source)] if mode == "editable" else [str(source)]
     env = {**os.environ, "FASTLOCAL_CUDA": "0", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     subprocess.run(install, check=True, env=env, cwd=tmp_path)
-    result = subprocess.run([python, "-c", CHECK, mode], capture_output=True, text=True, cwd=tmp_path, env=env)
+    result = subprocess.run([python, "-c", CHECK, mode, str(source)], capture_output=True, text=True, cwd=tmp_path,
+                            env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "ok"
