@@ -191,12 +191,24 @@ def _partition(x: torch.Tensor, window: Size3) -> torch.Tensor:
     return x.reshape(b, -1, wd * wh * ww, c)
 
 
-def _unpartition(x: torch.Tensor, window: Size3, padded: Size3) -> torch.Tensor:
-    """Inverse of :func:`_partition`: ``[B, nW, N, C]`` -> ``[B, D, H, W, C]``."""
-    b, _, _, c = x.shape
-    (wd, wh, ww), (d, h, w) = window, padded
-    x = x.view(b, d // wd, h // wh, w // ww, wd, wh, ww, c).permute(0, 1, 4, 2, 5, 3, 6, 7)
-    return x.reshape(b, d, h, w, c)
+@functools.lru_cache(maxsize=64)
+def _window_order(size: Size3, padded: Size3, window: Size3, shift: Size3,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token permutations of shifted-window attention on a map of ``size`` zero-padded to ``padded``.
+
+    ``gather`` ``[nW*N]``: for each window slot (windows and tokens row-major), the flat index in
+    the padded map of the token the cyclic shift by ``-shift`` puts there. ``scatter`` ``[D*H*W]``:
+    for each position of the unpadded map (row-major), its window slot. One ``index_select`` each
+    does the roll, the partition, their inverses and the crop (several copies in torchvision's code).
+    """
+    with torch.device("cpu"):
+        positions = torch.arange(padded[0] * padded[1] * padded[2]).view(padded)
+        rolled = torch.roll(positions, shifts=tuple(-s for s in shift), dims=(0, 1, 2))
+        gather = _partition(rolled[None, ..., None], window).flatten()
+        slot = torch.empty_like(gather)
+        slot[gather] = torch.arange(gather.numel())
+        scatter = slot[positions[: size[0], : size[1], : size[2]].flatten()]
+    return gather.to(device), scatter.to(device)
 
 
 def shifted_window_attention_mask(padded: Size3, window: Size3, shift: Size3,
@@ -272,26 +284,22 @@ class ShiftedWindowAttention3d(nn.Module):
         b, d, h, w, c = x.shape
         window, shift = _effective_window((d, h, w), self.window_size, self.shift_size)
         pad = [(-n) % k for n, k in zip((d, h, w), window, strict=True)]
-        x = F.pad(x, (0, 0, 0, pad[2], 0, pad[1], 0, pad[0]))
+        if any(pad):
+            x = F.pad(x, (0, 0, 0, pad[2], 0, pad[1], 0, pad[0]))
         padded = (d + pad[0], h + pad[1], w + pad[2])
-        shifted = any(shift)
-        if shifted:
-            x = torch.roll(x, shifts=tuple(-s for s in shift), dims=(1, 2, 3))
-        windows = _partition(x, window)  # [B, nW, N, C]
-        nw, n = windows.shape[1:3]
+        gather, scatter = _window_order((d, h, w), padded, window, shift, x.device)
+        n = window[0] * window[1] * window[2]
+        windows = x.reshape(b, -1, c).index_select(1, gather).view(b, -1, n, c)  # [B, nW, N, C], shifted
         heads = self.num_heads
-        q, k, v = self.qkv(windows).view(b, nw, n, 3, heads, c // heads).permute(3, 0, 1, 4, 2, 5).unbind(0)
+        q, k, v = self.qkv(windows).view(b, -1, n, 3, heads, c // heads).permute(3, 0, 1, 4, 2, 5).unbind(0)
         attn = (q * (c // heads) ** -0.5) @ k.transpose(-2, -1)  # [B, nW, heads, N, N]
         attn = attn + self.relative_position_bias(window)
-        if shifted:  # in place: the sum is not saved for backward, and a bias+mask tensor would cost nW*heads*N*N
+        if any(shift):  # in place: the sum is not saved for backward, and a bias+mask tensor would cost nW*heads*N*N
             attn += shifted_window_attention_mask(padded, window, shift, x.device)[:, None].to(attn.dtype)
         attn = F.dropout(attn.softmax(dim=-1), self.attention_dropout, self.training)
-        out = (attn @ v).transpose(2, 3).reshape(b, nw, n, c)
+        out = (attn @ v).transpose(2, 3).reshape(b, -1, c)
         out = F.dropout(self.proj(out), self.dropout, self.training)
-        x = _unpartition(out, window, padded)
-        if shifted:
-            x = torch.roll(x, shifts=shift, dims=(1, 2, 3))
-        return x[:, :d, :h, :w]
+        return out.index_select(1, scatter).view(b, d, h, w, c)
 
     def extra_repr(self) -> str:
         return f"window_size={self.window_size}, shift_size={self.shift_size}, num_heads={self.num_heads}"
