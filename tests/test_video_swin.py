@@ -15,6 +15,8 @@ from fastlocal.models import backbones
 from fastlocal.models.backbones.chunks import ChunkEncoder
 from fastlocal.models.backbones.video_swin import (
     DropPath,
+    PatchEmbed3d,
+    PatchMerging,
     ShiftedWindowAttention3d,
     VideoSwin,
     VideoSwinConfig,
@@ -198,6 +200,29 @@ def test_shifted_window_attention_against_loops(size, shift):
     x = torch.randn(2, *size, 8, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(attn(x), _naive_shifted_window_attention(attn, x), rtol=1e-10, atol=1e-12)
+
+
+def test_patch_merging_and_embedding_against_loops():
+    torch.manual_seed(4)
+    merge = PatchMerging(3).double()
+    x = torch.randn(2, 2, 5, 3, 3, dtype=torch.float64)  # odd H and W: zero row / column appended
+    out = merge(x)
+    assert out.shape == (2, 2, 3, 2, 6)
+    xp = F.pad(x, (0, 0, 0, 1, 0, 1))
+    for b, t, i, j in itertools.product(range(2), range(2), range(3), range(2)):
+        # torchvision's order: (h, w) = (0, 0), (1, 0), (0, 1), (1, 1) of each 2x2 block
+        cat = torch.cat([xp[b, t, 2 * i, 2 * j], xp[b, t, 2 * i + 1, 2 * j], xp[b, t, 2 * i, 2 * j + 1],
+                         xp[b, t, 2 * i + 1, 2 * j + 1]])
+        torch.testing.assert_close(out[b, t, i, j], merge.reduction(merge.norm(cat)))
+    embed = PatchEmbed3d((2, 4, 4), 5).double()
+    clip = torch.randn(1, 3, 3, 6, 9, dtype=torch.float64)
+    emb = embed(clip)
+    assert emb.shape == (1, 2, 2, 3, 5)
+    cp = F.pad(clip, (0, 3, 0, 2, 0, 1))
+    for t, i, j in itertools.product(range(2), range(2), range(3)):
+        patch = cp[0, :, 2 * t: 2 * t + 2, 4 * i: 4 * i + 4, 4 * j: 4 * j + 4]
+        linear = (embed.proj.weight * patch).sum(dim=(1, 2, 3, 4)) + embed.proj.bias
+        torch.testing.assert_close(emb[0, t, i, j], embed.norm(linear))
 
 
 def test_forward_shapes_and_end_padding_for_odd_sizes():
