@@ -104,6 +104,9 @@ def test_cli_train_then_eval_writes_submissions(synthetic, tmp_path, capsys):
     assert main(["etad", "eval", "--preset", "small", "--annotations", str(tmp_path / "nope.json"),
                  "--features", str(synthetic / "features"), "--out", str(tmp_path / "r2")]) == 2
     assert "nope.json" in capsys.readouterr().err
+    thumos = ["--preset", "thumos-i3d", "--data", str(synthetic), "--out", str(tmp_path / "r3")]
+    assert main(["etad", "train", *thumos]) == 2
+    assert "windows of 128 snippets" in capsys.readouterr().err
 
 
 # ---- end-to-end mode ------------------------------------------------------------------------------
@@ -200,3 +203,21 @@ def test_e2e_task_one_step(frame_folders):
 
     with pytest.raises(ValueError, match="in_channels"):
         ETADEndToEndTask(replace(TINY_DETECTOR, in_channels=16), data, backbone=TINY_BACKBONE)
+
+
+def test_bench_suite_backends_compute_the_same_calls():
+    """``python -m fastlocal bench --ops etad``'s calls (tiny configurations): both backends give the same
+    outputs, so the table compares equal work; the post-processing keeps max_proposals x top-2 entries."""
+    from fastlocal.bench.etad import ETADSuite
+
+    suite = ETADSuite()
+    for config in suite.tiny_configs:
+        for mode in suite.modes:
+            if suite.skip_reason("fastlocal[cpu]", config, mode):
+                assert config.part == "post" and mode == "forward_backward"
+                continue
+            cpu, ref = (suite.call(method, config, mode)() for method in suite.methods)
+            for a, b in zip(cpu, ref, strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+            if config.part == "post":
+                assert cpu[0].shape == (PRESETS["small"].model.max_proposals * 2,)

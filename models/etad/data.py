@@ -259,6 +259,11 @@ class CLI:
         if args.mode != "feature":
             raise ValueError("--mode e2e is not available from the command line: build "
                              "fastlocal.models.etad.e2e.ETADEndToEndTask in Python and run engine.fit on it")
+        if args.preset.startswith("thumos") and args.command != "info":
+            # rescaling a whole THUMOS video (minutes long, many short actions) to 128 steps is not the paper's setting
+            raise ValueError(f"--preset {args.preset}: THUMOS-14 needs windows of 128 snippets with stride 64, which "
+                             "this command does not build yet; the ActivityNet presets (anet-*) and small rescale "
+                             "whole videos")
 
     @staticmethod
     def configure(args: argparse.Namespace, model: ETADConfig, train: ETADTrainConfig
