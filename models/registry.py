@@ -23,6 +23,7 @@ __all__ = ["MODULES", "ModelCLI", "ModelSpec", "create", "get_preset", "get_spec
 #: model name -> the package holding its ``SPEC``
 MODULES: dict[str, str] = {
     "etad": "fastlocal.models.etad",
+    "gta": "fastlocal.models.gta",
     "tut": "fastlocal.models.tut",
     "vidtr": "fastlocal.models.vidtr",
 }

@@ -7,6 +7,7 @@ Each suite is defined in its op's module (``fastlocal/bench/<op>.py``), the one 
 from __future__ import annotations
 
 from .etad import ETADSuite
+from .gta import GTASuite
 from .local_attention import LocalAttention
 from .nms_1d import SoftNms
 from .roi_align_1d import RoiAlign
@@ -17,6 +18,6 @@ from .vidtr import VidTrSuite
 
 SUITES: dict[str, Suite] = {s.op: s for s in (LocalAttention(), RoiAlign(), TopkStd(), Selective(), SoftNms())}
 
-#: Whole-model suites, opt-in (``--ops vidtr``, ``--ops etad``): a step of a full model takes seconds, so they
-#: stay out of the default run (and of ``--quick``).
-MODEL_SUITES: dict[str, Suite] = {s.op: s for s in (VidTrSuite(), ETADSuite())}
+#: Whole-model suites, opt-in (``--ops vidtr``, ``--ops etad``, ``--ops gta``): a step of a full model takes
+#: seconds, so they stay out of the default run (and of ``--quick``).
+MODEL_SUITES: dict[str, Suite] = {s.op: s for s in (VidTrSuite(), ETADSuite(), GTASuite())}

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fastlocal.data.something import SomethingSpec
 from fastlocal.nn.global_temporal_attention import NORMS, REGION_NORMALIZE, REGION_TRANSFORMS
 
 from ..backbones.resnet import STAGES, ResNet2DConfig
@@ -143,8 +144,13 @@ class GTATrainConfig(TrainConfig):
     """Training defaults for the 2-D models on Something-Something, TSM's recipe for an ImageNet-initialised
     R2D-50 (the GTA paper defers its schedule to a supplement that is not available): SGD with momentum
     0.9, lr 0.01 for a batch of 64 clips, weight decay 5e-4, 50 epochs, lr x 0.1 at epochs 20 and 40,
-    gradient norm clipped at 20. Data settings (TSN sampling, multi-scale crops, flips) belong to
-    :class:`fastlocal.data.something.SomethingSpec`.
+    gradient norm clipped at 20.
+
+    Data (:meth:`something_spec`, a :class:`fastlocal.data.something.SomethingSpec` whose segment count is
+    the model's ``frames`` and whose crop its ``image_size``): frames resized to ``frame_size`` (height, width;
+    None: as decoded), TSN's multi-scale crop over ``scales`` with ``max_distort``, the horizontal flip rule
+    ``flip`` (the paper's "no-left-right"); test views: short side ``test_short_side`` (None: unchanged),
+    ``test_clips`` clips x ``test_crops`` (1 centre or 3) crops, the paper's 1 x 1 by default.
     """
 
     optimizer: Literal["adam", "adamw", "sgd"] = "sgd"
@@ -157,6 +163,30 @@ class GTATrainConfig(TrainConfig):
     milestones: tuple[int, ...] = (20, 40)
     gamma: float = 0.1
     clip_grad_norm: float | None = 20.0
+    frame_size: tuple[int, int] | None = (240, 320)
+    scales: tuple[float, ...] = (1.0, 0.875, 0.75, 0.66)
+    max_distort: int = 1
+    flip: str = "no-left-right"
+    test_short_side: int | None = None
+    test_clips: int = 1
+    test_crops: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.frame_size is not None:
+            self.frame_size = tuple(self.frame_size)
+        self.scales = tuple(self.scales)
+        try:  # SomethingSpec's checks, with the smallest crop these fields allow
+            self.something_spec(1, 1)
+        except ValueError as exc:
+            raise ValueError(f"GTATrainConfig: {exc}") from None
+
+    def something_spec(self, frames: int, crop_size: int) -> SomethingSpec:
+        """The data pipeline's settings: ``frames`` TSN segments (the model's ``frames``) and square crops
+        of ``crop_size`` (its ``image_size``)."""
+        return SomethingSpec(num_segments=frames, frame_size=self.frame_size, crop_size=crop_size, scales=self.scales,
+                             max_distort=self.max_distort, flip=self.flip, test_short_side=self.test_short_side,
+                             test_clips=self.test_clips, test_crops=self.test_crops)
 
 
 def _preset(name: str, description: str, model: dict[str, Any], train: dict[str, Any] | None = None) -> Preset:
@@ -180,14 +210,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 
 #: Not from the paper: a GTA model small enough to train on a CPU (tests, the synthetic frame folders):
 #: a bottleneck ResNet with one block per stage and base width 8, 4 frames of 32^2, blocks after res3
-#: and res4 with 4 groups, 4 regions and no key pooling, no dropout; AdamW.
+#: and res4 with 4 groups, 4 regions and no key pooling, no dropout; AdamW; frames resized to 36 x 48.
 TINY_PRESETS: dict[str, Preset] = {p.name: p for p in (
     _preset("gta-tiny", "GTA-tiny (not in the paper): a 1-1-1-1 bottleneck ResNet of base width 8 with GTA after "
             "res3 and res4, 4 frames of 32x32, 10 classes; for CPU tests",
             {"num_classes": 10, "frames": 4, "image_size": 32, "layers": (1, 1, 1, 1), "width": 8,
              "positions": ("layer2.0", "layer3.0"), "groups": 4, "regions": 4, "spatial_pool": 1, "dropout": 0.0},
             {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.05, "scheduler": "cosine", "milestones": (),
-             "epochs": 20, "batch_size": 8, "clip_grad_norm": None}),
+             "epochs": 20, "batch_size": 8, "clip_grad_norm": None, "frame_size": (36, 48)}),
 )}
 
 #: Table 1 of the paper (8 frames, 224^2, SSv1 heads): GFLOPs (multiply-adds) and parameters in millions.
