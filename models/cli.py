@@ -7,6 +7,8 @@
                      ``RUN/last.pt`` (with the configs it was trained with) unless ``--no-resume``.
 ``NAME eval``        evaluates ``RUN/last.pt`` (or ``--weights FILE``), writes ``RUN/eval.json``
                      and the model's predictions.
+``NAME COMMAND``     a model's own command (``ModelSpec.extra_commands``, e.g. ``tallformer
+                     init-memory``), with the configs ``train`` would use.
 
 Every command runs unchanged under ``torchrun --nproc_per_node N``.
 """
@@ -40,7 +42,7 @@ def _parser(spec: ModelSpec, prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=f"{spec.name}: {spec.summary}")
     commands = parser.add_subparsers(dest="command", required=True)
     helps = {"train": "train (resuming RUN/last.pt)", "eval": "evaluate RUN/last.pt or --weights",
-             "info": "configs, parameter count and multiply-adds of one sample"}
+             "info": "configs, parameter count and multiply-adds of one sample", **spec.extra_commands}
     for command, text in helps.items():
         p = commands.add_parser(command, help=text)
         p.add_argument("--preset", default=spec.default_preset, choices=sorted(spec.presets))
@@ -145,11 +147,13 @@ def _run(spec: ModelSpec, args: argparse.Namespace) -> int:
         raise ValueError(f"--out {out} is a file, not a run directory")
     checkpoint = out / engine.CHECKPOINT
     model_config, train_config = _configs(spec, args)
-    resuming = checkpoint.is_file() and (args.command == "eval" or not args.no_resume)
+    resuming = checkpoint.is_file() and (args.command != "train" or not args.no_resume)
     if resuming:  # a run keeps its configs; train may extend its epochs
         model_config, train_config = _stored(spec, checkpoint)
         if args.command == "train" and args.epochs is not None:
             train_config = replace(train_config, epochs=args.epochs)
+    if args.command in spec.extra_commands:  # a model's own command (e.g. init-memory), with the run's configs
+        return spec.cli.run(args, model_config, train_config, args.command)
     run_info = {"model": spec.name, "preset": args.preset, "model_config": to_dict(model_config)}
     task = spec.cli.task(args, model_config, train_config, args.command)
     if args.command == "train":

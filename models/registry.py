@@ -24,6 +24,7 @@ __all__ = ["MODULES", "ModelCLI", "ModelSpec", "create", "get_preset", "get_spec
 MODULES: dict[str, str] = {
     "etad": "fastlocal.models.etad",
     "gta": "fastlocal.models.gta",
+    "tallformer": "fastlocal.models.tallformer",
     "tut": "fastlocal.models.tut",
     "vidtr": "fastlocal.models.vidtr",
 }
@@ -44,6 +45,9 @@ class ModelCLI(Protocol):
     def task(self, args: argparse.Namespace, model: Any, train: Any, command: str) -> Task:
         """The engine task for ``command`` ("train" or "eval")."""
 
+    # A model with ModelSpec.extra_commands also has
+    # ``run(args, model, train, command) -> int``, which runs one of them (exit status).
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -52,7 +56,10 @@ class ModelSpec:
     ``build(config)`` makes the module; ``example(config)`` returns the positional inputs of
     one sample (``info`` measures its multiply-adds) and ``example_note`` says what it is;
     ``published(preset)`` returns lines ``info`` prints after its measurement (the paper's
-    numbers for that preset and why they differ), or nothing.
+    numbers for that preset and why they differ), or nothing. ``extra_commands`` maps the
+    names of commands beyond ``train|eval|info`` to their help (e.g. TALLFormer's
+    ``init-memory``); they take ``--out``, ``--device``, the model's data options, and run
+    through ``cli.run(args, model_config, train_config, command)``.
     """
 
     name: str
@@ -66,6 +73,7 @@ class ModelSpec:
     example_note: str
     cli: ModelCLI
     published: Callable[[str], Sequence[str]] = lambda preset: ()
+    extra_commands: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -16,6 +16,13 @@ one or several classes) share a video, so a detector must find where each one st
 ends, not only which classes occur. The classifier file scores each class present in a
 video higher than the absent ones, with noise, like the external classifiers used to label
 proposals. ``seconds_per_step`` converts feature steps to the seconds of the annotations.
+
+Raw-frames mode (``frame_size > 0``, ``--frame-size``; TALLFormer's end-to-end tests): instead
+of ``features/``, ``DIR/frames/<video>/img_00001.png ...`` with one tiny ``frame_size`` x
+``frame_size`` RGB frame per step: background frames are grey, the frames inside an action are
+filled with its class's colour (hues evenly spaced), each instance slightly brighter or darker,
+plus per-pixel noise of std ``32 * noise`` grey levels; a step is a frame, so ``seconds_per_step``
+is 1 / fps.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .video import write_frames
 
 __all__ = ["SyntheticDetectionSpec", "generate", "main"]
 
@@ -43,7 +52,8 @@ class SyntheticDetectionSpec:
     video, each spanning ``min_action``..``max_action`` of its video (fractions, as far as
     they fit); ``signal`` RMS of the class appearances, ``noise`` per-step noise std;
     ``validation`` share of the videos in the "validation" subset (at least one);
-    ``seconds_per_step`` the duration of one feature step; ``seed`` >= 0.
+    ``seconds_per_step`` the duration of one feature step; ``seed`` >= 0; ``frame_size``: 0
+    writes features, > 0 (>= 4) frames of that size instead (module docstring).
     """
 
     videos: int = 60
@@ -59,9 +69,10 @@ class SyntheticDetectionSpec:
     validation: float = 0.25
     seconds_per_step: float = 1.0
     seed: int = 0
+    frame_size: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("videos", "classes", "dim", "min_length", "max_length", "max_actions", "seed"):
+        for name in ("videos", "classes", "dim", "min_length", "max_length", "max_actions", "seed", "frame_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise TypeError(f"{name} must be an int, got {value!r}")
@@ -86,6 +97,8 @@ class SyntheticDetectionSpec:
             raise ValueError(f"validation must be a fraction in (0, 1), got {self.validation}")
         if self.seconds_per_step <= 0:
             raise ValueError(f"seconds_per_step must be > 0, got {self.seconds_per_step}")
+        if self.frame_size != 0 and not 4 <= self.frame_size <= 256:
+            raise ValueError(f"frame_size must be 0 (features) or in [4, 256] (frames), got {self.frame_size}")
 
 
 def _class_names(n: int) -> list[str]:
@@ -109,6 +122,14 @@ def _place_actions(length: int, spec: SyntheticDetectionSpec, rng: np.random.Gen
     return sorted(spans)
 
 
+def _class_colour(c: int, classes: int) -> np.ndarray:
+    """RGB (0..255) of class ``c``: hue ``c / classes`` at saturation 0.8, value 0.9."""
+    h = 6.0 * c / classes
+    x = 1 - abs(h % 2 - 1)
+    rgb = [(1, x, 0), (x, 1, 0), (0, 1, x), (0, x, 1), (x, 0, 1), (1, 0, x)][int(h) % 6]
+    return 255 * 0.9 * (1 - 0.8 + 0.8 * np.asarray(rgb, np.float64))
+
+
 def generate(out: str | os.PathLike, spec: SyntheticDetectionSpec | None = None) -> Path:
     """Write a synthetic detection dataset to ``out`` (created if missing); returns its path."""
     spec = SyntheticDetectionSpec() if spec is None else spec
@@ -121,7 +142,7 @@ def generate(out: str | os.PathLike, spec: SyntheticDetectionSpec | None = None)
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise ValueError(f"out must be a directory, but {root} is a file")
-    (root / "features").mkdir(parents=True, exist_ok=True)
+    (root / ("frames" if spec.frame_size else "features")).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(spec.seed)
     classes = _class_names(spec.classes)
     looks = rng.standard_normal((spec.classes, spec.dim)) * spec.signal
@@ -134,14 +155,22 @@ def generate(out: str | os.PathLike, spec: SyntheticDetectionSpec | None = None)
         length = int(rng.integers(spec.min_length, spec.max_length + 1))
         features = background + rng.standard_normal((length, spec.dim)) * spec.noise
         annotations, present = [], np.zeros(spec.classes, bool)
+        colours = np.full((length, 3), 128.0)  # raw-frames mode: grey background
         for start, end in _place_actions(length, spec, rng):
             c = int(rng.integers(spec.classes))
             offset = rng.standard_normal(spec.dim) * spec.signal * 0.2
             features[start:end] += looks[c] - background + offset
+            if spec.frame_size:  # drawn only here: feature mode keeps its random stream
+                colours[start:end] = _class_colour(c, spec.classes) + rng.uniform(-16, 16)
             present[c] = True
             annotations.append({"segment": [round(start * spec.seconds_per_step, 6),
                                             round(end * spec.seconds_per_step, 6)], "label": classes[c]})
-        np.save(root / "features" / f"{vid}.npy", features.astype(np.float32))
+        if spec.frame_size:
+            pixels = colours[:, None, None, :] + rng.standard_normal((length, spec.frame_size, spec.frame_size, 3)) \
+                * 32 * spec.noise
+            write_frames(root / "frames" / vid, np.clip(np.rint(pixels), 0, 255).astype(np.uint8), ext="png")
+        else:
+            np.save(root / "features" / f"{vid}.npy", features.astype(np.float32))
         database[vid] = {"subset": "validation" if v in validation else "training",
                          "duration": round(length * spec.seconds_per_step, 6), "resolution": "", "url": "",
                          "annotations": annotations}
@@ -160,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastlocal.data.synthetic_detection",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="dataset directory to write")
-    for name in ("videos", "classes", "dim", "min_length", "max_length", "max_actions", "seed"):
+    for name in ("videos", "classes", "dim", "min_length", "max_length", "max_actions", "seed", "frame_size"):
         parser.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("min_action", "max_action", "signal", "noise", "validation", "seconds_per_step"):
         parser.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))

@@ -7,9 +7,11 @@ convolutions 1024 -> 512 (frame stride 8), the temporal consistency module (3 pr
 16 heads, MLP x4, drop path 0.1, a relative position bias over the whole 60-token window),
 the self-attention temporal down-sampling stages (band windows 7, 7, 5, 5), an FPN of 256
 channels, a RetinaNet head with 5 anchors per position, sigmoid focal and DIoU losses and
-max-IoU assignment at 0.6 / 0.4. The backbone and long-term memory fields are added by the
-model assembly; ``feature_dim`` is what the backbone gives per feature step (Swin-B 1024,
-Swin-T 768).
+max-IoU assignment at 0.6 / 0.4; the backbone (Video Swin-B, drop path 0.2, 2 frozen stages,
+gradient checkpointing, 32-frame chunks on 224 x 224 crops of 256 x 256 frames) and the
+long-term memory (keep ratio 0.15). ``feature_dim`` is what the backbone gives per feature step
+(Swin-B 1024, Swin-T 768) and must equal the backbone's output channels when the
+whole model is built. The ActivityNet (AFSD-based) head is not part of this package.
 
 Where the paper and the code disagree, the code wins: the paper's appendix describes
 k3/s2 convolutions for the temporal down-sampling, the code uses self-attention stages.
@@ -21,7 +23,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..configs import Preset, check_fraction, check_positive_ints, replace
+from ..backbones.video_swin import VideoSwinConfig
+from ..configs import Preset, check_choice, check_fraction, check_positive_ints, replace
 from ..engine import TrainConfig
 
 #: frames per token after the backbone (temporal patch 2) and the two stride-2 reduction convs
@@ -64,7 +67,17 @@ class TALLFormerConfig:
 
     Inference: windows overlapping by ``test_overlap``, the ``nms_pre`` best anchors per
     level, score threshold ``score_threshold``, non-maximum weighting at IoU ``nmw_iou``,
-    at most ``max_per_video`` detections.
+    at most ``max_per_video`` detections; ``merge``: ``"nmw"`` (released, ``fastlocal.nmw_1d``)
+    or ``"nms"`` (per-class greedy NMS through ``fastlocal.nms_1d``, at the same IoU).
+
+    Backbone (:attr:`backbone_config`): a Video Swin with patch (2, 4, 4), ``backbone_embed_dim``,
+    ``backbone_depths``, ``backbone_heads``, ``backbone_window``, ``backbone_drop_path``,
+    ``frozen_stages`` and ``gradient_checkpointing``, encoding ``chunk_frames``-frame chunks
+    (``window_frames`` must be whole chunks); frames are resized to a short side of
+    ``short_side`` and cropped to ``image_size`` (random crop and flip in training, centre crop
+    otherwise). Long-term memory: each training step encodes ``keep_ratio`` of a window's chunks
+    with gradient (``fastlocal.selective.sample_indices``: 0.15 of 15 chunks is 2) and reads the
+    others from the memory; 1 encodes them all (no memory needed).
     """
 
     num_classes: int = 20
@@ -97,9 +110,24 @@ class TALLFormerConfig:
     score_threshold: float = 0.005
     nmw_iou: float = 0.5
     max_per_video: int = 1200
+    merge: Literal["nmw", "nms"] = "nmw"
+    backbone_embed_dim: int = 128
+    backbone_depths: tuple[int, ...] = (2, 2, 18, 2)
+    backbone_heads: tuple[int, ...] = (4, 8, 16, 32)
+    backbone_window: tuple[int, int, int] = (8, 7, 7)
+    backbone_drop_path: float = 0.2
+    frozen_stages: int = 2
+    gradient_checkpointing: bool = True
+    chunk_frames: int = 32
+    short_side: int = 256
+    image_size: int = 224
+    keep_ratio: float = 0.15
 
     def __post_init__(self) -> None:
         self.tdm_windows = tuple(self.tdm_windows)
+        self.backbone_depths = tuple(self.backbone_depths)
+        self.backbone_heads = tuple(self.backbone_heads)
+        self.backbone_window = tuple(self.backbone_window)
         check_positive_ints(self, ("num_classes", "feature_dim", "window_frames", "dim", "tcm_layers", "tcm_heads",
                                    "tcm_mlp_ratio", "tdm_heads", "tdm_mlp_ratio", "fpn_channels", "head_channels",
                                    "scales_per_octave", "nms_pre", "max_per_video"))
@@ -131,6 +159,31 @@ class TALLFormerConfig:
             raise ValueError(f"TALLFormerConfig.octave_base_scale must be > 0, got {self.octave_base_scale!r}")
         if isinstance(self.focal_gamma, bool) or not isinstance(self.focal_gamma, int | float) or self.focal_gamma < 0:
             raise ValueError(f"TALLFormerConfig.focal_gamma must be >= 0, got {self.focal_gamma!r}")
+        check_choice(self, "merge", ("nmw", "nms"))
+        check_positive_ints(self, ("chunk_frames", "short_side", "image_size"))
+        if self.chunk_frames % 2 or self.window_frames % self.chunk_frames:
+            raise ValueError(f"TALLFormerConfig.chunk_frames must be even (temporal patch 2) and divide "
+                             f"window_frames={self.window_frames}, got {self.chunk_frames}")
+        if self.image_size > self.short_side:
+            raise ValueError(f"TALLFormerConfig.image_size={self.image_size} must be <= short_side={self.short_side}")
+        _check_unit_interval(self, ("keep_ratio",), open_low=True)
+        self.backbone_config  # noqa: B018  (validates the backbone fields)
+
+    @property
+    def backbone_config(self) -> VideoSwinConfig:
+        """The Video Swin of the backbone (no head; patch (2, 4, 4))."""
+        try:
+            return VideoSwinConfig(embed_dim=self.backbone_embed_dim, depths=self.backbone_depths,
+                                   num_heads=self.backbone_heads, window_size=self.backbone_window,
+                                   drop_path=self.backbone_drop_path, frozen_stages=self.frozen_stages,
+                                   gradient_checkpointing=self.gradient_checkpointing)
+        except ValueError as exc:
+            raise ValueError(f"TALLFormerConfig backbone_* fields: {exc}") from None
+
+    @property
+    def chunks_per_window(self) -> int:
+        """Chunks of a training window (released: 480 / 32 = 15)."""
+        return self.window_frames // self.chunk_frames
 
     @property
     def max_seq_len(self) -> int:
@@ -161,8 +214,8 @@ class TALLFormerConfig:
 class TALLFormerTrainConfig(TrainConfig):
     """TALLFormer's training as far as the shared engine expresses it: SGD (lr 0.01, momentum
     0.9, weight decay 1e-4), 4 GPUs x 4 videos, cosine decay. The released schedule restarts
-    the cosine every 100 epochs (warm-up 500 iterations, 1,000 epochs) and multiplies the
-    backbone's lr by 0.4; the model assembly adds those fields."""
+    the cosine every 100 epochs (warm-up 500 iterations, 1,000 epochs), which the engine does
+    not express; the backbone's lr is ``lr * backbone_lr_scale`` (released 0.4)."""
 
     optimizer: Literal["adam", "adamw", "sgd"] = "sgd"
     lr: float = 0.01
@@ -171,6 +224,13 @@ class TALLFormerTrainConfig(TrainConfig):
     batch_size: int = 16
     scheduler: Literal["constant", "plateau", "cosine", "step"] = "cosine"
     epochs: int = 100
+    backbone_lr_scale: float = 0.4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        value = self.backbone_lr_scale
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"TALLFormerTrainConfig.backbone_lr_scale must be a finite number >= 0, got {value!r}")
 
 
 def _preset(name: str, description: str, model: dict[str, Any], train: dict[str, Any]) -> Preset:
@@ -183,10 +243,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     _preset("thumos-swin-b", "THUMOS-14 with Video Swin-B features (1024-d), released 12 GB config, paper Table 3",
             {}, {}),
     _preset("thumos-swin-t", "THUMOS-14 with Video Swin-T features (768-d), paper Table 6; CPU tests and benchmarks",
-            {"feature_dim": 768}, {}),
+            {"feature_dim": 768, "backbone_embed_dim": 96, "backbone_depths": (2, 2, 6, 2),
+             "backbone_heads": (3, 6, 12, 24)}, {}),
     _preset("tiny", "a tiny model for unit tests (not from the paper)",
             {"num_classes": 3, "feature_dim": 16, "window_frames": 64, "dim": 16, "tcm_layers": 2, "tcm_heads": 4,
              "tcm_mlp_ratio": 2, "tdm_heads": 2, "tdm_mlp_ratio": 2, "fpn_channels": 8, "head_convs": 2,
-             "head_channels": 8, "scales_per_octave": 3},
+             "head_channels": 8, "scales_per_octave": 3, "backbone_embed_dim": 8, "backbone_depths": (1, 1),
+             "backbone_heads": (1, 2), "backbone_window": (4, 4, 4), "backbone_drop_path": 0.1, "frozen_stages": 0,
+             "gradient_checkpointing": False, "chunk_frames": 16, "short_side": 32, "image_size": 32,
+             "keep_ratio": 0.25},
             {"lr": 0.01, "batch_size": 2, "epochs": 2}),
 )}

@@ -13,7 +13,8 @@
 
 Non-maximum weighting is the op ``fastlocal.nmw_1d``, which another part of this issue adds.
 Until it is in ``fastlocal``, :func:`nmw_hook` raises a clear error; pass your own ``nmw=``
-(the protocol :data:`NMW`) to :func:`merge_detections` meanwhile.
+(the protocol :data:`NMW`) to :func:`merge_detections` meanwhile, e.g. :func:`nms_hook` (per-class
+greedy NMS, the released ``multiclass_nms`` with ``typename="nms"``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,18 @@ def nmw_hook(segments: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
         raise RuntimeError("fastlocal.nmw_1d is not available yet: pass nmw= to merge_detections "
                            "(see fastlocal.models.tallformer.inference.NMW)")
     return op(segments, scores, labels, iou_threshold, max_output)
+
+
+def nms_hook(segments: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float,
+             max_output: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An :data:`NMW` that suppresses instead of weighting: per-class greedy NMS through
+    ``fastlocal.nms_1d`` (classes kept apart by shifting each class's segments past the others')."""
+    if segments.numel() == 0:
+        return segments.reshape(0, 2), scores, labels
+    span = float(segments.max() - segments.min()) + 1.0
+    shifted = segments + (labels.to(segments.dtype) * span)[:, None]
+    keep = fastlocal.nms_1d(shifted.contiguous(), scores.contiguous(), iou_threshold)[:max_output]
+    return segments[keep], scores[keep], labels[keep]
 
 
 def inference_windows(num_frames: int, config: TALLFormerConfig) -> list[tuple[int, int]]:
