@@ -381,9 +381,10 @@ def multiclass_nmw_1d(
                                                       scores.reshape(n * classes))
     candidates = torch.nonzero(flat_scores > score_threshold).squeeze(1)  # row-major, as released
     labels = candidates % max(classes, 1)
-    merged, picked = batched_nmw_1d(flat_segments[candidates], flat_scores[candidates], labels, iou_threshold,
-                                    max_output=max_output, backend=backend)
-    return merged, flat_scores[candidates][picked], labels[picked]
+    kept = flat_scores[candidates]  # > score_threshold >= 0: positive, checked finite above
+    merged, picked = _nmw(flat_segments[candidates], kept, labels, iou_threshold, max_output, "multiclass_nmw_1d",
+                          backend)
+    return merged, kept[picked], labels[picked]
 
 
 def _nmw(

@@ -162,6 +162,19 @@ def test_cpu_equals_reference(dtype):
         assert got[0].dtype == (torch.float64 if torch.float64 in (seg_dtype, score_dtype) else torch.float32)
 
 
+def test_cpu_threads_give_the_serial_result():
+    # Above 2**26 pairs (sum of n_c^2 / 2) the kernel runs the classes in parallel.
+    if fastlocal.available_backends()["cpu"] != "available":
+        pytest.skip(f"backend 'cpu': {fastlocal.available_backends()['cpu']}")
+    segments, scores, idxs = continuous_detections(16500, 2, seed=8, dtype=torch.float32, span=4000.0)
+    assert sum(int((idxs == c).sum()) ** 2 / 2 for c in range(2)) >= 2**26
+    serial = nmw(segments, scores, idxs, 0.5, "cpu", max_output=3000)
+    torch.set_num_threads(2)  # the module's fixture restores the count
+    parallel = nmw(segments, scores, idxs, 0.5, "cpu", max_output=3000)
+    assert torch.equal(serial[1], parallel[1]) and torch.equal(serial[0], parallel[0])
+    assert serial[1].numel() == 3000
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_classes_are_independent_and_max_output_is_a_prefix(backend):
     segments, scores, idxs = grid_detections(150, 4, seed=11, dtype=torch.float64)
@@ -285,7 +298,8 @@ def test_custom_op_passes_opcheck(backend):
 
 
 def test_compiles_with_fullgraph():
-    # The custom op (its output size depends on the data) and its value checks in one graph.
+    # The custom op (its output size depends on the data) and its value checks in one graph, for
+    # the three public functions (multiclass_nmw_1d's candidate count depends on the data too).
     if fastlocal.available_backends()["cpu"] != "available":
         pytest.skip(f"backend 'cpu': {fastlocal.available_backends()['cpu']}")
     segments, scores, idxs = continuous_detections(40, 3, seed=2, dtype=torch.float32)
@@ -293,7 +307,8 @@ def test_compiles_with_fullgraph():
     def both(segments, scores, idxs):
         one = fastlocal.nmw_1d(segments, scores, 0.5, max_output=10, backend="cpu")
         many = fastlocal.batched_nmw_1d(segments, scores, idxs, 0.5, backend="cpu")
-        return *one, *many
+        multi = fastlocal.multiclass_nmw_1d(segments, torch.stack([scores, scores.flip(0)], 1), backend="cpu")
+        return *one, *many, *multi
 
     with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=True):
         compiled = torch.compile(both, fullgraph=True, backend="eager")
