@@ -291,6 +291,7 @@ def nmw_1d(
 
     :func:`batched_nmw_1d` with every candidate in one class; see there for the rule.
     Returns (merged segments ``[K, 2]``, int64 indices ``[K]`` of the picked candidates).
+    Backends: ``reference`` and ``cpu`` only (no CUDA kernel).
     """
     device, segments, scores = _check_detections("nmw_1d", segments, scores, positive=True)
     idxs = torch.zeros(segments.shape[0], dtype=torch.int64, device=device)
@@ -367,7 +368,8 @@ def multiclass_nmw_1d(
     caller's (the model's), since it needs the pyramid levels.
 
     Returns (merged segments ``[K, 2]``, their scores ``[K]`` (the picked candidates'), their
-    int64 classes ``[K]``), by decreasing score, K <= ``max_output``.
+    int64 classes ``[K]``), by decreasing score, K <= ``max_output``. Backends: ``reference`` and
+    ``cpu`` only (no CUDA kernel).
     """
     check.tensor("scores", scores, ndim=2)
     check.tensor("segments", segments, ndim=(2, 3))
