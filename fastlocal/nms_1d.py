@@ -1,9 +1,10 @@
 """1-D non-maximum suppression of temporal detections: ``nms_1d``, ``batched_nms_1d``, ``soft_nms_1d``,
-``batched_soft_nms_1d``.
+``batched_soft_nms_1d``, and non-maximum weighting: ``nmw_1d``, ``batched_nmw_1d``, ``multiclass_nmw_1d``.
 
 Conventions (all backends): candidates are visited by decreasing score, equal scores
 in index order; IoU of ``[start, end]`` intervals, 0 when the union is empty; hard NMS
-suppresses IoU strictly greater than the threshold (torchvision's rule).
+suppresses IoU strictly greater than the threshold (torchvision's rule); non-maximum
+weighting merges IoU greater than or equal to it (TALLFormer's rule).
 
 Every op refuses NaN / inf in ``segments`` or ``scores`` and a segment with start > end
 (``ValueError``), eagerly and under ``torch.compile`` (there the checks run inside the
@@ -21,10 +22,14 @@ from .reference import nms_1d as reference
 
 IMPLEMENTED = ("cuda", "cpu", "reference")  # nms_1d, batched_nms_1d
 SOFT_NMS_IMPLEMENTED = ("cuda", "cpu", "reference")  # soft_nms_1d, batched_soft_nms_1d
+NMW_IMPLEMENTED = ("cpu", "reference")  # nmw_1d, batched_nmw_1d, multiclass_nmw_1d: no CUDA kernel
 
 
-def _check_detections(op: str, segments: object, scores: object) -> tuple[torch.device, torch.Tensor, torch.Tensor]:
-    """Check the detections; return their device and (segments, scores) in the common dtype."""
+def _check_detections(
+    op: str, segments: object, scores: object, positive: bool = False
+) -> tuple[torch.device, torch.Tensor, torch.Tensor]:
+    """Check the detections (``positive``: every score > 0 too); return their device and (segments,
+    scores) in the common dtype."""
     check.tensor("segments", segments, ndim=2)
     check.tensor("scores", scores, ndim=1)
     if segments.shape[1] != 2:
@@ -38,38 +43,41 @@ def _check_detections(op: str, segments: object, scores: object) -> tuple[torch.
                          "(its output length depends on them); pass CPU or CUDA tensors")
     dtype = _common_dtype(segments, scores)
     if check.checking_values():
-        check_detection_values(segments, scores)
+        check_detection_values(segments, scores, positive)
         return device, segments.to(dtype), scores.to(dtype)
     # Traced by torch.compile: the same checks, run by the compiled graph.
-    segments, scores = _check_detections_op(segments, scores, dtype == torch.float64)
+    segments, scores = _check_detections_op(segments, scores, dtype == torch.float64, positive)
     return device, segments, scores
 
 
-def check_detection_values(segments: torch.Tensor, scores: torch.Tensor) -> None:
-    """``ValueError`` for NaN / inf in ``segments`` or ``scores``, or a row with start > end."""
+def check_detection_values(segments: torch.Tensor, scores: torch.Tensor, positive: bool = False) -> None:
+    """``ValueError`` for NaN / inf in ``segments`` or ``scores``, a row with start > end, or (with
+    ``positive``) a score <= 0."""
     if segments.numel():
         if not (torch.isfinite(segments).all() and torch.isfinite(scores).all()):
             raise ValueError("segments and scores must be finite (found NaN or inf)")
         if (segments[:, 1] < segments[:, 0]).any():
             raise ValueError("segments must satisfy start <= end in every row")
+        if positive and (scores <= 0).any():
+            raise ValueError("scores must be > 0 (they weight the merged boundaries)")
 
 
 @torch.library.custom_op("fastlocal::nms_1d_check_detections", mutates_args=())
 def _check_detections_op(
-    segments: torch.Tensor, scores: torch.Tensor, float64: bool
+    segments: torch.Tensor, scores: torch.Tensor, float64: bool, positive: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`check_detection_values` as a graph node: compiled code runs it with the real values.
 
     Returns contiguous copies in the common dtype (a custom op may not return its inputs),
     which the NMS consumes, so the node cannot be dropped from the graph.
     """
-    check_detection_values(segments, scores)
+    check_detection_values(segments, scores, positive)
     dtype = torch.float64 if float64 else torch.float32
     return segments.to(dtype, memory_format=torch.contiguous_format, copy=True), scores.to(dtype, copy=True)
 
 
 @_check_detections_op.register_fake
-def _(segments, scores, float64):
+def _(segments, scores, float64, positive=False):
     dtype = torch.float64 if float64 else torch.float32
     return segments.new_empty(segments.shape, dtype=dtype), scores.new_empty(scores.shape, dtype=dtype)
 
@@ -266,3 +274,151 @@ def _(segments, scores, valid, sigma, iou_threshold, score_threshold, gaussian, 
     k = min(max_output, n)
     return (segments.new_empty((batch, k), dtype=torch.int64), scores.new_empty((batch, k)),
             segments.new_empty((batch,), dtype=torch.int64))
+
+
+# ---- non-maximum weighting (TALLFormer's THUMOS inference) ---------------------------------------
+
+
+def nmw_1d(
+    segments: torch.Tensor,
+    scores: torch.Tensor,
+    iou_threshold: float,
+    *,
+    max_output: int | None = None,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-maximum weighting of one class's ``[N, 2]`` segments ``(start, end)`` with ``[N]`` scores > 0.
+
+    :func:`batched_nmw_1d` with every candidate in one class; see there for the rule.
+    Returns (merged segments ``[K, 2]``, int64 indices ``[K]`` of the picked candidates).
+    Backends: ``reference`` and ``cpu`` only (no CUDA kernel).
+    """
+    device, segments, scores = _check_detections("nmw_1d", segments, scores, positive=True)
+    idxs = torch.zeros(segments.shape[0], dtype=torch.int64, device=device)
+    return _nmw(segments, scores, idxs, iou_threshold, max_output, "nmw_1d", backend)
+
+
+def batched_nmw_1d(
+    segments: torch.Tensor,
+    scores: torch.Tensor,
+    idxs: torch.Tensor,
+    iou_threshold: float,
+    *,
+    max_output: int | None = None,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-maximum weighting per class id ``idxs [N]`` (int) of ``[N, 2]`` segments with ``[N]`` scores > 0.
+
+    TALLFormer's released ``_multiclass_nmw`` loop (vedatad/misc/segment/segment.py, from
+    DaoTAD), over candidates:
+
+    1. candidates are visited by decreasing score, equal scores lower index first (the released
+       code's ``argsort(descending=True)`` leaves the order of ties unspecified);
+    2. each round picks the first remaining candidate ``p``. Its group is every remaining
+       candidate ``j`` of the same class with ``IoU(p, j) >= iou_threshold`` (``>=``, unlike
+       :func:`nms_1d`'s ``>``), ``p`` itself included with its IoU taken as 1;
+    3. the merged segment is the weighted mean of the group's segments with weights
+       ``w_j = scores[j] * IoU(p, j)`` (so ``p`` weighs ``scores[p]``): ``sum_j (w_j / W) *
+       segments[j]`` with ``W = sum_j w_j``, both sums in visiting order, left to right, in the
+       dtype (float32, float64 for float64 input). The IoUs are those of the original segments,
+       never of merged ones. The output keeps ``p``'s score and class;
+    4. the group leaves the candidates (classes never interact); the loop stops when none is
+       left or after ``max_output`` picks (None: no limit; TALLFormer: 1,200 per video).
+
+    IoU is fastlocal's (0 when the union is empty); the released code divides by
+    ``max(union, 1e-6)``, which differs only for unions shorter than 1e-6. Scores must be > 0
+    (the released path only sees sigmoid scores above its 0.005 threshold), so ``W > 0``.
+    Returns (merged segments ``[K, 2]``, int64 indices ``[K]`` of the picked candidates, whose
+    ``scores`` and ``idxs`` the outputs keep), in pick order: decreasing score.
+    Backends: ``reference`` and ``cpu`` (C++) only; there is no CUDA kernel, and CUDA tensors
+    run the reference.
+    """
+    _, segments, scores = _check_detections("batched_nmw_1d", segments, scores, positive=True)
+    check.tensor("idxs", idxs, ndim=1, dtypes=check.INDEX_DTYPES)
+    if idxs.shape[0] != segments.shape[0]:
+        raise ValueError(f"idxs must have shape [N] = [{segments.shape[0]}], got {tuple(idxs.shape)}")
+    check.same_device(segments=segments, idxs=idxs)
+    return _nmw(segments, scores, idxs.long(), iou_threshold, max_output, "batched_nmw_1d", backend)
+
+
+def multiclass_nmw_1d(
+    segments: torch.Tensor,
+    scores: torch.Tensor,
+    *,
+    score_threshold: float = 0.005,
+    iou_threshold: float = 0.5,
+    max_output: int | None = 1200,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TALLFormer's THUMOS-14 post-processing of one video: ``multiclass_nms`` with ``typename="nmw"``.
+
+    ``segments [N, 2]`` (one per anchor, shared by the classes, as the THUMOS head regresses)
+    or ``[N, C, 2]`` (one per class); ``scores [N, C]``, the foreground classes only (the
+    released code drops the background column it appends to sigmoid scores). Every
+    ``(n, c)`` with ``scores[n, c] > score_threshold`` (strict, compared in the dtype) is a
+    candidate of class ``c``, numbered row-major (``n`` first), as the released
+    ``valid_mask.nonzero()`` does; then :func:`batched_nmw_1d` runs over them with the class as
+    ``idxs``. Defaults are the released THUMOS ``test_cfg``: ``score_thr=0.005``,
+    ``nms=dict(typename="nmw", iou_thr=0.5)``, ``max_per_video=1200``.
+
+    Before this, the released inference (``SegmentAnchorConverter``) keeps per 480-frame window
+    and per pyramid level the 1,000 anchors of highest maximum class score (``nms_pre=1000``:
+    ``scores.max(1).values.topk(1000)`` where a level has more), decodes and clamps them to the
+    window, shifts them to video time, and concatenates all levels and windows: that is the
+    caller's (the model's), since it needs the pyramid levels.
+
+    Returns (merged segments ``[K, 2]``, their scores ``[K]`` (the picked candidates'), their
+    int64 classes ``[K]``), by decreasing score, K <= ``max_output``. Backends: ``reference`` and
+    ``cpu`` only (no CUDA kernel).
+    """
+    check.tensor("scores", scores, ndim=2)
+    check.tensor("segments", segments, ndim=(2, 3))
+    n, classes = scores.shape
+    if segments.shape not in ((n, 2), (n, classes, 2)):
+        raise ValueError(f"segments must have shape [N, 2] = [{n}, 2] or [N, C, 2] = [{n}, {classes}, 2] to match "
+                         f"scores [N, C], got {tuple(segments.shape)}")
+    score_threshold = check.real("score_threshold", score_threshold, low=0.0)
+    per_class = segments[:, None].expand(n, classes, 2) if segments.dim() == 2 else segments
+    _, flat_segments, flat_scores = _check_detections("multiclass_nmw_1d", per_class.reshape(n * classes, 2),
+                                                      scores.reshape(n * classes))
+    candidates = torch.nonzero(flat_scores > score_threshold).squeeze(1)  # row-major, as released
+    labels = candidates % max(classes, 1)
+    kept = flat_scores[candidates]  # > score_threshold >= 0: positive, checked finite above
+    merged, picked = _nmw(flat_segments[candidates], kept, labels, iou_threshold, max_output, "multiclass_nmw_1d",
+                          backend)
+    return merged, kept[picked], labels[picked]
+
+
+def _nmw(
+    segments: torch.Tensor,
+    scores: torch.Tensor,
+    idxs: torch.Tensor,
+    iou_threshold: object,
+    max_output: object,
+    op: str,
+    backend: str | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked detections and int64 ``idxs`` -> the chosen backend's (merged, picked)."""
+    iou_threshold = check.real("iou_threshold", iou_threshold, low=0.0, high=1.0)
+    if max_output is not None:
+        max_output = check.integer("max_output", max_output, minimum=1)
+    name = resolve_backend(op, segments.device, backend, NMW_IMPLEMENTED)
+    if name == "reference":
+        return reference.batched_nmw_1d(segments, scores, idxs, iou_threshold, max_output)
+    limit = segments.shape[0] if max_output is None else max_output
+    return _nmw_1d(segments, scores, idxs, iou_threshold, limit, name)
+
+
+@torch.library.custom_op("fastlocal::nmw_1d", mutates_args=())
+def _nmw_1d(
+    segments: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float, max_output: int,
+    backend: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    merged, picked = kernels(backend, "nms_1d").nmw_1d(segments, scores, idxs, iou_threshold, max_output)
+    return merged.to(segments.device), picked.to(segments.device)
+
+
+@_nmw_1d.register_fake
+def _(segments, scores, idxs, iou_threshold, max_output, backend):
+    picked = torch.library.get_ctx().new_dynamic_size()
+    return segments.new_empty((picked, 2)), segments.new_empty((picked,), dtype=torch.int64)

@@ -9,6 +9,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("roi_align_1d_backward", &fastlocal::cpu::roi_align_1d_backward);
   m.def("nms_1d", &fastlocal::cpu::nms_1d);
   m.def("soft_nms_1d", &fastlocal::cpu::soft_nms_1d);
+  m.def("nmw_1d", &fastlocal::cpu::nmw_1d);
   m.def("local_attention_forward", &fastlocal::cpu::local_attention_forward);
   m.def("local_attention_backward", &fastlocal::cpu::local_attention_backward);
   m.def("local_attention_probs_forward", &fastlocal::cpu::local_attention_probs_forward);

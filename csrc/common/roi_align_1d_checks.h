@@ -1,5 +1,5 @@
 // Argument checks shared by the CPU kernels and the CUDA glue of roi_align_1d and nms_1d
-// (nms_1d, soft_nms_1d).
+// (nms_1d, soft_nms_1d, nmw_1d).
 // Python validates first; these repeat every check whose failure would make a kernel
 // read or write out of bounds (or loop for ever), so no call from Python can.
 #pragma once
@@ -72,6 +72,17 @@ inline void check_batched_detections(const at::Tensor& segments, const at::Tenso
                     valid.sizes());
   TORCH_CHECK_TYPE(segments.scalar_type() == scores.scalar_type(), "segments and scores must share a dtype");
   TORCH_CHECK_TYPE(valid.scalar_type() == at::kBool, "valid must be bool, got ", valid.scalar_type());
+  TORCH_CHECK_VALUE(max_output >= 0, "max_output must be >= 0, got ", max_output);
+}
+
+// nmw_1d's inputs: [N, 2] segments and [N] scores of one dtype, [N] int64 class ids, and
+// max_output >= 0 picks.
+inline void check_classed_detections(const at::Tensor& segments, const at::Tensor& scores, const at::Tensor& idxs,
+                                     int64_t max_output) {
+  check_detections(segments, scores);
+  TORCH_CHECK_VALUE(idxs.dim() == 1 && idxs.size(0) == segments.size(0),
+                    "idxs must be [N] with N = segments.size(0), got ", idxs.sizes());
+  TORCH_CHECK_TYPE(idxs.scalar_type() == at::kLong, "idxs must be int64, got ", idxs.scalar_type());
   TORCH_CHECK_VALUE(max_output >= 0, "max_output must be >= 0, got ", max_output);
 }
 

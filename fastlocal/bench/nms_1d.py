@@ -1,6 +1,7 @@
-"""Soft-NMS of a detector's proposals: configurations and competing methods.
+"""Soft-NMS and non-maximum weighting of a detector's proposals: configurations and competing methods.
 
-One definition, :class:`SoftNms`, shared by ``benchmarks/test_nms_1d.py`` and ``python -m fastlocal bench``.
+Two definitions, :class:`SoftNms` and :class:`Nmw` (below), shared by ``benchmarks/test_nms_1d.py``
+and ``python -m fastlocal bench``.
 Every method runs Gaussian soft-NMS (sigma 0.35, no score threshold, the top 100 kept) on
 ETAD's post-processing input: the T(T+1)/2 = 8,256 proposals of a T = 128 video (every
 start and duration on the grid, jittered as the regression head refines them) with random
@@ -29,7 +30,7 @@ import torch
 
 import fastlocal
 
-from ..nms_1d import SOFT_NMS_IMPLEMENTED
+from ..nms_1d import NMW_IMPLEMENTED, SOFT_NMS_IMPLEMENTED
 from .suite import Suite, backend_absent, dtype_name
 
 SIGMA = 0.35  # ETAD's DETECTION_POST
@@ -187,3 +188,82 @@ class SoftNms(Suite):
         segments, scores = make_proposals(config)
         return functools.partial(run, METHODS[method], segments.to(config.device), scores.to(config.device),
                                  config.max_output)
+
+
+# ---- non-maximum weighting: TALLFormer's THUMOS-14 post-processing --------------------------------
+
+
+@dataclass(frozen=True)
+class NmwConfig:
+    """One video's ``anchors`` detections scored for ``classes`` classes, merged by
+    :func:`fastlocal.multiclass_nmw_1d` with TALLFormer's settings (score > 0.005, IoU 0.5, at most
+    ``max_output``)."""
+
+    label: str
+    anchors: int
+    classes: int
+    max_output: int
+    dtype: torch.dtype = torch.float32
+    device: str = "cpu"
+
+    @property
+    def name(self) -> str:
+        return f"{self.label}-N{self.anchors}-C{self.classes}-top{self.max_output}-{dtype_name(self.dtype)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (dtype by name), the inverse of :meth:`from_dict`."""
+        return {**asdict(self), "dtype": dtype_name(self.dtype)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NmwConfig:
+        return cls(**{**data, "dtype": getattr(torch, data["dtype"])})
+
+
+NMW_CONFIGS = (NmwConfig("thumos", anchors=1000, classes=20, max_output=1200),)
+
+
+def make_detections(config: NmwConfig, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[N, 2]`` segments (centres uniform over a 300 s video, lengths 1-30 s, clamped to it) and
+    ``[N, C]`` scores ``u**3``, u uniform in [0, 1) (mostly small, as a sigmoid head's; ~83 % above
+    the 0.005 threshold)."""
+    g = torch.Generator().manual_seed(seed)
+    centre = torch.rand(config.anchors, generator=g, dtype=torch.float64) * 300
+    half = (1 + torch.rand(config.anchors, generator=g, dtype=torch.float64) * 29) / 2
+    segments = torch.stack([centre - half, centre + half], dim=1).clamp(0, 300)
+    scores = torch.rand(config.anchors, config.classes, generator=g, dtype=torch.float64) ** 3
+    return segments.to(config.dtype), scores.to(config.dtype)
+
+
+def run_nmw(segments: torch.Tensor, scores: torch.Tensor, max_output: int, backend: str) -> tuple[torch.Tensor, ...]:
+    """One timed call; the floating outputs (merged segments and their scores)."""
+    merged, kept, _ = fastlocal.multiclass_nmw_1d(segments, scores, max_output=max_output, backend=backend)
+    return merged, kept
+
+
+class Nmw(Suite):
+    """Non-maximum weighting of 1,000 detections x 20 classes (TALLFormer's THUMOS-14 inference):
+    the C++ kernel against the PyTorch reference loop."""
+
+    op = "nmw_1d"
+    config_type = NmwConfig
+    configs = NMW_CONFIGS
+    quick_configs = NMW_CONFIGS
+    tiny_configs = (NmwConfig("tiny", anchors=100, classes=4, max_output=100),)
+    methods = ("fastlocal[cpu]", "fastlocal[reference]")
+    modes = ("forward",)
+    peers = "fastlocal[reference] (PyTorch loop, one round of tensor ops per pick)"
+
+    def is_peer(self, method: str) -> bool:
+        return method == "fastlocal[reference]"
+
+    def absent(self, method: str, device: str) -> str | None:
+        backend = method.removeprefix("fastlocal[").removesuffix("]")
+        if backend not in NMW_IMPLEMENTED:  # backend_absent reads the hard NMS's IMPLEMENTED
+            return f"no {backend!r} kernel (implemented: {', '.join(NMW_IMPLEMENTED)})"
+        return backend_absent("nms_1d", backend, device)
+
+    def build(self, method: str, config: NmwConfig, mode: str) -> Callable[[], tuple[torch.Tensor, ...]]:
+        segments, scores = make_detections(config)
+        backend = method.removeprefix("fastlocal[").removesuffix("]")
+        return functools.partial(run_nmw, segments.to(config.device), scores.to(config.device), config.max_output,
+                                 backend)

@@ -4,7 +4,9 @@ Conventions shared by every backend:
 - candidates are visited by decreasing score; equal scores keep index order (stable);
 - IoU(a, b) = |a ∩ b| / |a ∪ b| on [start, end] intervals, and 0 when the union is empty;
 - ``nms_1d`` suppresses a candidate whose IoU with an already kept segment is
-  strictly greater than ``iou_threshold`` (torchvision's rule).
+  strictly greater than ``iou_threshold`` (torchvision's rule);
+- ``batched_nmw_1d`` (non-maximum weighting) merges the candidates of the picked one's
+  class whose IoU with it is at least ``iou_threshold`` (TALLFormer's released rule).
 """
 
 from __future__ import annotations
@@ -100,3 +102,54 @@ def batched_soft_nms_1d(
         k = picked.numel()
         indices[b, :k], decayed[b, :k], counts[b] = rows[picked], picked_scores, k
     return indices, decayed, counts
+
+
+def _sequential_sum(values: torch.Tensor) -> torch.Tensor:
+    """``values[0] + values[1] + ...`` left to right in the dtype (``[M, ...]`` -> ``[...]``, M >= 1).
+
+    ``torch.sum`` leaves its order to the implementation; this order is the one every backend
+    follows, so the merged boundaries agree to the bit.
+    """
+    total = values[0]
+    for value in values[1:]:
+        total = total + value
+    return total
+
+
+def batched_nmw_1d(
+    segments: torch.Tensor,
+    scores: torch.Tensor,
+    idxs: torch.Tensor,
+    iou_threshold: float,
+    max_output: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-maximum weighting per class ``idxs`` (TALLFormer's released ``_multiclass_nmw``).
+
+    ``segments [N, 2]``, ``scores [N]`` (> 0), ``idxs [N]`` integer class ids. Candidates are
+    visited by decreasing score (equal scores: lower index first). Each round picks the first
+    remaining candidate ``p``; its group is every remaining candidate ``j`` of its class with
+    ``IoU(p, j) >= iou_threshold``, ``p`` included with IoU taken as 1 (its group weight is its
+    score whatever its length). With weights ``w_j = scores[j] * IoU(p, j)`` in visiting order,
+    ``W = w_1 + w_2 + ...`` and the merged segment ``sum_j (w_j / W) * segments[j]``, both sums
+    left to right in the dtype. The group leaves the candidates; the loop stops when none is
+    left or after ``max_output`` picks (None: no limit).
+
+    Returns (merged segments ``[K, 2]``, int64 indices of the picked candidates ``[K]``), in pick
+    order, which is decreasing score.
+    """
+    order = torch.sort(scores, descending=True, stable=True).indices
+    remaining = order
+    merged, picked = [], []
+    while remaining.numel() and (max_output is None or len(picked) < max_output):
+        top = remaining[0]
+        iou = segment_iou(segments[top], segments[remaining])
+        iou[0] = 1.0
+        group = (idxs[remaining] == idxs[top]) & (iou >= iou_threshold)
+        weights = scores[remaining[group]] * iou[group]
+        coefficients = weights / _sequential_sum(weights)
+        merged.append(_sequential_sum(coefficients[:, None] * segments[remaining[group]]))
+        picked.append(top)
+        remaining = remaining[~group]
+    if not picked:
+        return segments.new_zeros(0, 2), torch.zeros(0, dtype=torch.long, device=segments.device)
+    return torch.stack(merged), torch.stack(picked)
