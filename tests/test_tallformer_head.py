@@ -30,7 +30,7 @@ from fastlocal.models.tallformer import (
     level_anchors,
     make_targets,
     merge_detections,
-    nmw_hook,
+    nms_hook,
     sigmoid_focal_loss,
     table_to_released,
     window_detections,
@@ -394,9 +394,32 @@ def test_window_detections_and_merge(monkeypatch):
     merge_detections([segments, segments + 1000], [scores, scores], config, nmw=fake_nmw)
     assert seen["label"].tolist() == [2, 0, 2, 0] and (seen["iou"], seen["max_output"]) == (0.5, 1200)
     torch.testing.assert_close(seen["seg"][2], segments[0] + 1000)
-    monkeypatch.delattr(fastlocal, "nmw_1d", raising=False)
-    with pytest.raises(RuntimeError, match="nmw_1d"):
-        nmw_hook(segments, scores[:, 0], torch.zeros(10, dtype=torch.long), 0.5, 10)
+
+
+def test_default_merge_is_the_released_multiclass_nmw():
+    """merge_detections with the default hook == fastlocal.multiclass_nmw_1d, the released front end."""
+    g = torch.Generator().manual_seed(0)
+    start = torch.rand(60, generator=g) * 100
+    segments = torch.stack([start, start + 1 + torch.rand(60, generator=g) * 30], dim=1)
+    scores = torch.rand(60, 3, generator=g) * 0.2
+    config = TINY.replace(max_per_video=25)
+    seg, score, label = merge_detections([segments], [scores], config)
+    ref_seg, ref_score, ref_label = fastlocal.multiclass_nmw_1d(
+        segments, scores, score_threshold=config.score_threshold, iou_threshold=config.nmw_iou,
+        max_output=config.max_per_video)
+    assert seg.shape == (25, 2) and torch.equal(label, ref_label)
+    torch.testing.assert_close(seg, ref_seg)
+    torch.testing.assert_close(score, ref_score)
+    nms_seg, nms_score, nms_label = merge_detections([segments], [scores], config, nmw=nms_hook)
+    candidates = _candidates(segments, scores, config)
+    kept = fastlocal.batched_nms_1d(*candidates, config.nmw_iou)[:25]
+    for got, want in zip((nms_seg, nms_score, nms_label), candidates, strict=True):
+        assert torch.equal(got, want[kept])
+
+
+def _candidates(segments: torch.Tensor, scores: torch.Tensor, config) -> tuple[torch.Tensor, ...]:
+    rows, labels = (scores > config.score_threshold).nonzero(as_tuple=True)
+    return segments[rows], scores[rows, labels], labels
 
 
 def _released_head_state(config: TALLFormerConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:

@@ -11,10 +11,9 @@
    class) with score > ``score_threshold``, non-maximum weighting at IoU ``nmw_iou`` keeping
    at most ``max_per_video``.
 
-Non-maximum weighting is the op ``fastlocal.nmw_1d``, which another part of this issue adds.
-Until it is in ``fastlocal``, :func:`nmw_hook` raises a clear error; pass your own ``nmw=``
-(the protocol :data:`NMW`) to :func:`merge_detections` meanwhile, e.g. :func:`nms_hook` (per-class
-greedy NMS, the released ``multiclass_nms`` with ``typename="nms"``).
+Non-maximum weighting is the op :func:`fastlocal.batched_nmw_1d` (:func:`nmw_hook`); any other merge
+with the protocol :data:`NMW` can be passed as ``nmw=`` to :func:`merge_detections`, e.g.
+:func:`nms_hook` (per-class greedy NMS, the released ``multiclass_nms`` with ``typename="nms"``).
 """
 
 from __future__ import annotations
@@ -37,24 +36,16 @@ NMW = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, int], tuple[tor
 
 def nmw_hook(segments: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float,
              max_output: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The default :data:`NMW`: ``fastlocal.nmw_1d`` once it lands (the adapter to its signature is
-    written then). Raises ``RuntimeError`` while ``fastlocal`` has no ``nmw_1d``."""
-    op = getattr(fastlocal, "nmw_1d", None)
-    if op is None:
-        raise RuntimeError("fastlocal.nmw_1d is not available yet: pass nmw= to merge_detections "
-                           "(see fastlocal.models.tallformer.inference.NMW)")
-    return op(segments, scores, labels, iou_threshold, max_output)
+    """The default :data:`NMW`: :func:`fastlocal.batched_nmw_1d` (classes apart, picks by decreasing score)."""
+    merged, picked = fastlocal.batched_nmw_1d(segments, scores, labels, iou_threshold, max_output=max_output)
+    return merged, scores[picked], labels[picked]
 
 
 def nms_hook(segments: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float,
              max_output: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """An :data:`NMW` that suppresses instead of weighting: per-class greedy NMS through
-    ``fastlocal.nms_1d`` (classes kept apart by shifting each class's segments past the others')."""
-    if segments.numel() == 0:
-        return segments.reshape(0, 2), scores, labels
-    span = float(segments.max() - segments.min()) + 1.0
-    shifted = segments + (labels.to(segments.dtype) * span)[:, None]
-    keep = fastlocal.nms_1d(shifted.contiguous(), scores.contiguous(), iou_threshold)[:max_output]
+    """An :data:`NMW` that suppresses instead of weighting: per-class greedy NMS
+    (:func:`fastlocal.batched_nms_1d`)."""
+    keep = fastlocal.batched_nms_1d(segments, scores, labels, iou_threshold)[:max_output]
     return segments[keep], scores[keep], labels[keep]
 
 
