@@ -334,3 +334,27 @@ def test_cli_init_memory_train_eval(frames_data, tmp_path, capsys):
     capsys.readouterr()
     assert main(["tallformer", "train", "--preset", "tiny", "--out", str(tmp_path / "other"), "--no-progress"]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+# ---- benchmark suite ----------------------------------------------------------------------------
+
+
+def test_bench_suite_is_opt_in_and_its_methods_agree():
+    """``python -m fastlocal bench --ops tallformer`` only; on the tiny configurations full backprop and
+    checkpointing take the same first step, the memory steps a finite one, and the TCM + stages agree
+    across local_attention backends (output and input gradient)."""
+    from fastlocal.bench.ops import MODEL_SUITES, SUITES
+    from fastlocal.bench.tallformer import TALLFormerSuite
+
+    assert "tallformer" in MODEL_SUITES and "tallformer" not in SUITES
+    suite = TALLFormerSuite()
+    step, temporal = suite.tiny_configs
+    assert suite.skip_reason("fastlocal[cpu]", step, "forward_backward") is not None
+    assert suite.skip_reason("full", step, "forward") == "a training step only"
+    full, checkpointed = (suite.build(m, step, "forward_backward")()[0] for m in ("full", "checkpoint"))
+    torch.testing.assert_close(full, checkpointed, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(suite.build("memory-0.15", step, "forward_backward")()[0])
+    for mode in ("forward", "forward_backward"):
+        ours, peer = (suite.build(m, temporal, mode)() for m in ("fastlocal[cpu]", "fastlocal[reference]"))
+        for a, b in zip(ours, peer, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -9,15 +9,16 @@ from __future__ import annotations
 from .etad import ETADSuite
 from .gta import GTASuite
 from .local_attention import LocalAttention
-from .nms_1d import SoftNms
+from .nms_1d import Nmw, SoftNms
 from .roi_align_1d import RoiAlign
 from .selective import Selective
 from .suite import Suite
+from .tallformer import TALLFormerSuite
 from .topk_std import TopkStd
 from .vidtr import VidTrSuite
 
-SUITES: dict[str, Suite] = {s.op: s for s in (LocalAttention(), RoiAlign(), TopkStd(), Selective(), SoftNms())}
+SUITES: dict[str, Suite] = {s.op: s for s in (LocalAttention(), RoiAlign(), TopkStd(), Selective(), SoftNms(), Nmw())}
 
-#: Whole-model suites, opt-in (``--ops vidtr``, ``--ops etad``, ``--ops gta``): a step of a full model takes
-#: seconds, so they stay out of the default run (and of ``--quick``).
-MODEL_SUITES: dict[str, Suite] = {s.op: s for s in (VidTrSuite(), ETADSuite(), GTASuite())}
+#: Whole-model suites, opt-in (``--ops vidtr``, ``--ops etad``, ``--ops gta``, ``--ops tallformer``): a step of a
+#: full model takes seconds, so they stay out of the default run (and of ``--quick``).
+MODEL_SUITES: dict[str, Suite] = {s.op: s for s in (VidTrSuite(), ETADSuite(), GTASuite(), TALLFormerSuite())}
