@@ -273,6 +273,24 @@ def test_windows_and_errors(frames_data, tmp_path):
                       training=True, fps=15)
 
 
+def test_video_files_read_as_their_frame_folders(frames_data, tmp_path):
+    """Videos as files (``name_template="{video}.mp4"``, decoded by PyAV) give the windows their frame
+    folders give (lossless RGB H.264, so exactly)."""
+    from fastlocal.data.video import read_frames, write_video
+
+    gt = frames_data / "annotations.json"
+    folders = THUMOSWindows(gt, frames_data / "frames", "validation", TINY, training=False, fps=15)
+    for vid in folders.video_ids:
+        write_video(tmp_path / f"{vid}.mp4", read_frames(frames_data / "frames" / vid), fps=15, codec="libx264rgb",
+                    crf=0)
+    files = THUMOSWindows(gt, tmp_path, "validation", TINY, training=False, fps=15, name_template="{video}.mp4")
+    assert files.num_frames == folders.num_frames and len(files) == len(folders)
+    for i in (0, len(files) - 1):
+        a, b = files[i], folders[i]
+        assert (a.video_id, a.offset, a.length) == (b.video_id, b.offset, b.length)
+        assert torch.equal(a.frames, b.frames)
+
+
 def test_nms_hook_keeps_classes_apart():
     segments = torch.tensor([[0.0, 10.0], [1.0, 10.0], [0.0, 10.0], [50.0, 60.0]])
     scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
@@ -334,6 +352,9 @@ def test_cli_init_memory_train_eval(frames_data, tmp_path, capsys):
     capsys.readouterr()
     assert main(["tallformer", "train", "--preset", "tiny", "--out", str(tmp_path / "other"), "--no-progress"]) == 2
     assert "--data" in capsys.readouterr().err
+    fresh = [a if a != str(run) else str(tmp_path / "fresh") for a in common]
+    assert main(["tallformer", "train", *fresh, "--epochs", "1"]) == 2  # no memory yet
+    assert "lacks 12 of 12 training videos" in capsys.readouterr().err
 
 
 # ---- benchmark suite ----------------------------------------------------------------------------

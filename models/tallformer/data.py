@@ -171,6 +171,7 @@ class THUMOSWindows(torch.utils.data.Dataset):
             raise DatasetError(f"{self.ground_truth.source}: no video in subset {subset!r}")
         self.video_ids = list(self.ground_truth.videos)
         self.num_frames = {vid: self._count(vid) for vid in self.video_ids}
+        self._sizes: dict[str, tuple[int, int]] = {}  # frame sizes, read once per video
         self.items: list[tuple[str, int, int]] = []  # (video, start, end)
         if not self.training:
             for vid in self.video_ids:
@@ -245,7 +246,9 @@ class THUMOSWindows(torch.utils.data.Dataset):
 
     def _scaled_size(self, vid: str) -> tuple[int, int]:
         """(height, width) of a video's frames after the short-side resize."""
-        h, w = VideoReader(self.path(vid)).read([0]).shape[1:3]
+        if vid not in self._sizes:
+            self._sizes[vid] = VideoReader(self.path(vid)).read([0]).shape[1:3]
+        h, w = self._sizes[vid]
         s = self.config.short_side
         return (s, int(s * w / h)) if h <= w else (int(s * h / w), s)
 
@@ -488,9 +491,16 @@ class CLI:
         if command == "eval" or (command == "train" and train.eval_every):
             test = CLI._dataset(args, model, args.subset, False)
         memory = Path(args.memory) if args.memory is not None else Path(args.out) / "memory"
-        return TALLFormerTask(model, training, test, memory=memory, checkpoint=args.backbone,
+        task = TALLFormerTask(model, training, test, memory=memory, checkpoint=args.backbone,
                               checkpoint_layout=args.backbone_layout, backbone_lr_scale=train.backbone_lr_scale,
                               seed=train.seed)
+        if command == "train" and model.keep_ratio < 1:
+            missing = [v for v in training.video_ids if v not in task.memory]
+            if missing:
+                raise ValueError(f"the long-term memory {task.memory.storage} lacks {len(missing)} of "
+                                 f"{len(training.video_ids)} training videos (e.g. {missing[0]!r}): run init-memory "
+                                 "with the same options first")
+        return task
 
     @staticmethod
     def run(args: argparse.Namespace, model: TALLFormerConfig, train: TALLFormerTrainConfig, command: str) -> int:
