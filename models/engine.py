@@ -472,7 +472,14 @@ def evaluate(
     if out is not None and env.is_main:
         Path(out).mkdir(parents=True, exist_ok=True)
         task.write(ordered, Path(out))
-    return task.score(ordered)
+    # plain Python numbers: NumPy scalars in the history would make last.pt unreadable with weights_only
+    return {name: _plain_number(name, value) for name, value in task.score(ordered).items()}
+
+
+def _plain_number(name: str, value: Any) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise TypeError(f"Task.score must return numbers, got {name}={value!r}")
+    return int(value) if isinstance(value, int | np.integer) else float(value)
 
 
 # ---- training ----------------------------------------------------------------------------------

@@ -216,3 +216,11 @@ def test_errors():
         plain.update(np.zeros((1, 3)), [1], ["b"])
     with pytest.raises(ValueError, match="num_classes must be an int >= 1"):
         ClassificationMetrics(0)
+
+
+def test_compute_returns_plain_python_numbers():
+    """JSON and torch.load(weights_only=True) checkpoints take them; NumPy scalars they refuse."""
+    metrics = ClassificationMetrics(num_classes=3, topk=(1, 2))
+    metrics.update(np.eye(3)[[0, 1, 2, 0]], [0, 0, 1, 1], video_ids=["a", "a", "b", "b"])
+    scores = metrics.compute()
+    assert all(type(v) in (int, float) for v in scores.values()), {k: type(v) for k, v in scores.items()}

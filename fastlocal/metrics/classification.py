@@ -227,14 +227,14 @@ class ClassificationMetrics:
         """Accuracies in percent (``clip_top<k>``, ``video_top<k>``) and the counts ``clips``, ``videos``."""
         if self.clips == 0:
             raise ValueError("no views were added (call update first)")
-        out: dict[str, float] = {f"clip_top{k}": 100.0 * c / self.clips
+        out: dict[str, float] = {f"clip_top{k}": 100.0 * float(c) / self.clips
                                  for k, c in zip(self.topk, self._clip_correct, strict=True)}
-        out["clips"] = self.clips
+        out["clips"] = int(self.clips)
         if self._index:
             _, mean, labels = self.video_scores()
             ranks = _ranks(mean, labels)
             out.update({f"video_top{k}": 100.0 * float((ranks < min(k, self.num_classes)).mean()) for k in self.topk})
-            out["videos"] = self.videos
+            out["videos"] = int(self.videos)
         return out
 
     def confusion(self, level: str = "video") -> np.ndarray:
