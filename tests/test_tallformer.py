@@ -233,8 +233,8 @@ def test_temporal_random_crop_keeps_by_iof():
 
 @pytest.fixture(scope="module")
 def frames_data(tmp_path_factory):
-    """16 synthetic videos of 64..128 tiny frames at 15 fps, 3 classes (12 training, 4 validation)."""
-    spec = SyntheticDetectionSpec(videos=16, classes=3, min_length=64, max_length=128, max_actions=2,
+    """28 synthetic videos of 64..128 tiny frames at 15 fps, 3 classes (20 training, 8 validation)."""
+    spec = SyntheticDetectionSpec(videos=28, validation=0.3, classes=3, min_length=64, max_length=128, max_actions=2,
                                   min_action=0.15, max_action=0.4, noise=0.3, seconds_per_step=1 / 15,
                                   frame_size=16, seed=0)
     return generate(tmp_path_factory.mktemp("tallformer_frames"), spec)
@@ -245,7 +245,7 @@ def test_windows_and_errors(frames_data, tmp_path):
     train = THUMOSWindows(gt, frames_data / "frames", "training", TINY, training=True, fps=15)
     test = THUMOSWindows(gt, frames_data / "frames", "validation", TINY, training=False, fps=15,
                          classes=train.classes)
-    assert len(train) == 12 and train.classes == ["dive", "jump", "throw"]
+    assert len(train) == 20 and train.classes == ["dive", "jump", "throw"]
     item = train[0]
     assert item.frames.shape == (3, 64, 16, 16) and item.offset % 2 == 0
     assert (item.segments >= 0).all() and (item.segments <= item.length).all()
@@ -310,20 +310,22 @@ def test_tiny_model_trains_to_map_above_whole_video_baseline(frames_data):
                          classes=train.classes)
     config = TINY.replace(backbone_drop_path=0.1)
     task = TALLFormerTask(config, train, test, seed=0)
-    assert task.init_memory(progress=False) == {"encoded": 12, "skipped": 0}
-    assert task.init_memory(progress=False) == {"encoded": 0, "skipped": 12}  # complete videos are skipped
-    train_config = replace(PRESETS["tiny"].train, epochs=20, optimizer="adamw", lr=3e-3, batch_size=2,
-                           scheduler="constant", eval_every=0, backbone_lr_scale=1.0)
+    assert task.init_memory(progress=False) == {"encoded": 20, "skipped": 0}
+    assert task.init_memory(progress=False) == {"encoded": 0, "skipped": 20}  # complete videos are skipped
+    # the backbone 10x slower than the head, as released (0.4x): the memory's features stay close to the encoder's
+    train_config = replace(PRESETS["tiny"].train, epochs=40, optimizer="adamw", lr=3e-3, batch_size=4,
+                           scheduler="cosine", eval_every=0, backbone_lr_scale=0.1)
     net, history = engine.fit(task, train_config, None, progress=False, log=None)
-    assert history[-1]["loss"] < 0.8 * history[0]["loss"]
+    assert history[-1]["loss"] < 0.6 * history[0]["loss"]
     trained = engine.evaluate(task, net)["average_mAP"]
     # trivial baseline: every class of the ground truth over each whole video
     baseline = {vid: [{"label": c, "score": 1.0, "segment": [0.0, test.num_frames[vid] / 15]}
                       for c in test.ground_truth.classes] for vid in test.video_ids}
     trivial = 100 * detection_map(test.ground_truth, {"results": baseline}, THUMOS_TIOU_THRESHOLDS,
                                   subset=None).average_map
+    # measured 35.5 against 3.0 here; other seeds of the data and of the training: 26.2..62.8 against 3.0..8.0
     assert trivial < 10.0, trivial
-    assert trained > 25.0 and trained > trivial + 20.0, (trained, trivial)
+    assert trained > 20.0 and trained > trivial + 15.0, (trained, trivial)
 
 
 def test_cli_init_memory_train_eval(frames_data, tmp_path, capsys):
@@ -331,10 +333,10 @@ def test_cli_init_memory_train_eval(frames_data, tmp_path, capsys):
     common = ["--preset", "tiny", "--data", str(frames_data), "--out", str(run), "--set", "image_size=16",
               "--set", "short_side=16", "--set", "merge=nms", "--no-progress"]
     assert main(["tallformer", "init-memory", *common]) == 0
-    assert "encoded 12 video(s), skipped 0" in capsys.readouterr().out
-    assert len(list((run / "memory").glob("video_*.npy"))) == 12
+    assert "encoded 20 video(s), skipped 0" in capsys.readouterr().out
+    assert len(list((run / "memory").glob("video_*.npy"))) == 20
     assert main(["tallformer", "init-memory", *common]) == 0  # resumes: nothing left to encode
-    assert "encoded 0 video(s), skipped 12" in capsys.readouterr().out
+    assert "encoded 0 video(s), skipped 20" in capsys.readouterr().out
     files = sorted((run / "memory").glob("video_*.npy"))
     before = [np.load(f) for f in files]
     assert main(["tallformer", "train", *common, "--epochs", "1", "--batch-size", "4"]) == 0
@@ -347,14 +349,14 @@ def test_cli_init_memory_train_eval(frames_data, tmp_path, capsys):
     record = json.loads((run / "eval.json").read_text())
     assert set(record) >= {"average_mAP", "mAP@0.30", "mAP@0.70"} and record["subset"] == "validation"
     submission = json.loads((run / "detections.json").read_text())["results"]
-    assert len(submission) == 4 and all(0 <= d["segment"][0] <= d["segment"][1] for v in submission.values()
+    assert len(submission) == 8 and all(0 <= d["segment"][0] <= d["segment"][1] for v in submission.values()
                                         for d in v)
     capsys.readouterr()
     assert main(["tallformer", "train", "--preset", "tiny", "--out", str(tmp_path / "other"), "--no-progress"]) == 2
     assert "--data" in capsys.readouterr().err
     fresh = [a if a != str(run) else str(tmp_path / "fresh") for a in common]
     assert main(["tallformer", "train", *fresh, "--epochs", "1"]) == 2  # no memory yet
-    assert "lacks 12 of 12 training videos" in capsys.readouterr().err
+    assert "lacks 20 of 20 training videos" in capsys.readouterr().err
 
 
 # ---- benchmark suite ----------------------------------------------------------------------------

@@ -378,14 +378,17 @@ class TALLFormerTask(Task):
         return out.loss, {"cls": float(out.cls.detach()), "reg": float(out.reg.detach())}
 
     def predict(self, model: nn.Module, batch: dict[str, Any]) -> list[WindowDetections]:
-        """Each window's candidates (:func:`~.inference.window_detections`), on the CPU."""
+        """Each window's candidates (:func:`~.inference.window_detections`), on the CPU, without the
+        zero-length ones (decoded inside a last window's padding and clamped to the video's end)."""
         cls_scores, seg_preds = model(batch["frames"])
         out = []
         for i, (vid, offset, length) in enumerate(zip(batch["video_ids"], batch["offsets"], batch["lengths"],
                                                       strict=True)):
             segments, scores = window_detections([c[i].float() for c in cls_scores], [s[i].float() for s in seg_preds],
                                                  self.config, length=length, shift=offset)
-            out.append(WindowDetections(vid, segments.cpu(), scores.cpu()))
+            # anchors inside a last window's zero padding are clamped to its end: length 0, no match possible
+            keep = segments[:, 1] > segments[:, 0]
+            out.append(WindowDetections(vid, segments[keep].cpu(), scores[keep].cpu()))
         return out
 
     def detections(self, records: list[WindowDetections]) -> dict[str, list[dict[str, Any]]]:
