@@ -18,7 +18,7 @@ import torch
 
 from fastlocal.bench import plots, run
 from fastlocal.bench.memory import PeakMemory
-from fastlocal.bench.ops import SUITES
+from fastlocal.bench.ops import MODEL_SUITES, SUITES
 from fastlocal.bench.run import OPS, absent_methods, measure
 from fastlocal.bench.suite import MODES, Suite, torch_has_cuda, warm_up
 
@@ -27,7 +27,8 @@ MACHINE_FIELDS = {"platform", "cpu", "cores", "torch_threads", "python", "torch"
 
 
 MODULES = {"local_attention": "local_attention", "roi_align_1d": "roi_align_1d", "topk_std_attention": "topk_std",
-           "selective": "selective", "soft_nms_1d": "nms_1d"}
+           "selective": "selective", "soft_nms_1d": "nms_1d", "nmw_1d": "nms_1d",
+           **{name: name for name in MODEL_SUITES}}
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 
@@ -123,7 +124,7 @@ def test_json_has_every_figure(tiny_run: tuple[str, subprocess.CompletedProcess[
 
 
 def test_every_suite_fits_the_protocol() -> None:
-    for op, suite in SUITES.items():
+    for op, suite in {**SUITES, **MODEL_SUITES}.items():
         assert suite.op == op and suite.configs and suite.quick_configs and suite.tiny_configs
         assert type(suite).__module__ == f"fastlocal.bench.{MODULES[op]}"  # defined beside its configurations
         assert any(suite.is_peer(m) for m in suite.methods) and not all(suite.is_peer(m) for m in suite.methods)
