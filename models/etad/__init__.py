@@ -4,9 +4,11 @@
 ``config.py`` (detector, training, presets), ``model.py`` (the detector), ``proposals.py``
 (candidates, detector proposal sampling, matching, regression targets), ``losses.py``
 (targets and losses), ``postprocess.py`` (boundary masks, soft-NMS, class assignment),
-``data.py`` (feature-mode engine task and command line), ``e2e.py`` (end-to-end task: frame
-folders, snippet encoder with encoder gradient sampling, two learning rates). Train and
-evaluate with ``python -m fastlocal.models etad train|eval|info --preset anet-tsp --data DIR --out RUN``.
+``data.py`` (feature-mode engine task and command line), ``windows.py`` (THUMOS: windows of
+128 snippets with stride 64, merged across windows at evaluation), ``e2e.py`` (end-to-end task:
+frame folders, snippet encoder with encoder gradient sampling, two learning rates). Train and
+evaluate with ``python -m fastlocal.models etad train|eval|info --preset anet-tsp --data DIR --out RUN``
+(``--mode e2e --frames DIR`` end to end; ``--preset thumos-tsn`` / ``thumos-i3d`` on windows).
 """
 
 from collections.abc import Sequence
@@ -36,6 +38,7 @@ from .proposals import (
     regression_targets,
     sample_proposals,
 )
+from .windows import ETADWindowTask, WindowDataset, merge_windows, window_starts
 
 #: the paper's results (Liu et al., CVPR-W 2023) of each preset's setting
 PAPER_RESULTS = {
@@ -89,8 +92,10 @@ __all__ = [
     "ETADTargets",
     "ETADTask",
     "ETADTrainConfig",
+    "ETADWindowTask",
     "SnippetDataset",
     "VideoPrediction",
+    "WindowDataset",
     "average_stages",
     "boundary_mask",
     "boundary_targets",
@@ -100,6 +105,7 @@ __all__ = [
     "grid_index",
     "make_targets",
     "match_ground_truth",
+    "merge_windows",
     "num_candidates",
     "pool_proposals",
     "postprocess_video",
@@ -113,4 +119,5 @@ __all__ = [
     "stage_loss",
     "tiou_thresholds",
     "top_classes",
+    "window_starts",
 ]

@@ -6,7 +6,8 @@ released loss, per-video post-processing, detection mAP and proposal recall.
 :class:`~fastlocal.data.DetectionDataset` (features rescaled to ``tscale`` steps);
 :class:`CLI` adds the data options to ``python -m fastlocal.models etad train|eval|info``.
 End-to-end mode (a snippet encoder trained by encoder gradient sampling) is
-:mod:`fastlocal.models.etad.e2e`, which reuses this task.
+:mod:`fastlocal.models.etad.e2e`, THUMOS' sliding windows :mod:`fastlocal.models.etad.windows`;
+both reuse this task, and :class:`CLI` builds either (``--mode e2e``, ``--preset thumos-*``).
 
 Evaluation, per video: every candidate proposal (T(T+1)/2) through the detector, the
 released post-processing (:func:`~fastlocal.models.etad.postprocess.postprocess_video`:
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,6 +37,7 @@ from fastlocal.metrics.detection import (
     detection_map,
 )
 
+from ..backbones import R2Plus1D, R2Plus1DConfig, r2plus1d_18, r2plus1d_34
 from ..configs import replace
 from ..engine import Task
 from .config import ETADConfig, ETADTrainConfig
@@ -44,7 +46,8 @@ from .model import ETAD, average_stages
 from .postprocess import postprocess_video, read_classifier_scores, top_classes
 from .proposals import candidate_anchors, sample_proposals
 
-__all__ = ["CLI", "ETADTask", "VideoPrediction", "sample_batch_anchors", "tiou_thresholds"]
+__all__ = ["CLI", "E2E_BACKBONES", "ETADTask", "VideoPrediction", "e2e_backbone", "sample_batch_anchors",
+           "tiou_thresholds"]
 
 #: what ``write`` names its files under the run folder
 DETECTIONS = "detections.json"
@@ -154,23 +157,35 @@ class ETADTask(Task):
         targets = make_targets(batch["segments"], anchors, self.config.tscale)
         return etad_loss(model(inputs, anchors), targets, self.config)
 
-    def predict(self, model: nn.Module, batch: dict[str, Any]) -> list[VideoPrediction]:
-        """Every candidate proposal of each video through the detector, then the released post-processing."""
-        inputs = batch[self.input_key]
+    @property
+    def proposals_per_video(self) -> int:
+        """How many proposals a video keeps (the recall's ``AR@N`` limit): ``max_proposals``."""
+        return self.config.max_proposals
+
+    def window_proposals(self, model: nn.Module, inputs: torch.Tensor, durations: Sequence[float]
+                         ) -> list[list[dict[str, Any]]]:
+        """Every candidate proposal of each input ``[B, ...]`` through the detector, then the released
+        post-processing: per input, the kept ``{"score", "segment"}`` (seconds of ``durations[b]``)."""
         config = self.config
         anchors = candidate_anchors(config.tscale, config.max_duration).to(inputs.device)
         output = model(inputs, anchors.expand(inputs.shape[0], -1, -1))
         refined, iou = average_stages(output)
         out = []
-        for i, (vid, duration) in enumerate(zip(batch["video_ids"], batch["durations"], strict=True)):
-            # one label of score 1 gives the proposals with their own scores; classes are paired below
+        for i, duration in enumerate(durations):
+            # one label of score 1 gives the proposals with their own scores; classes are paired later
             proposals = postprocess_video(refined[i].float(), iou[i].float(), output.tem[i].float(),
                                           duration=duration, classes=[(_PROPOSAL, 1.0)], sigma=config.nms_sigma,
                                           max_proposals=config.max_proposals, drop_last=config.nms_drop_last)
             for entry in proposals:
                 del entry["label"]
-            out.append(VideoPrediction(vid, proposals, self._classify(vid, proposals)))
+            out.append(proposals)
         return out
+
+    def predict(self, model: nn.Module, batch: dict[str, Any]) -> list[VideoPrediction]:
+        """Every candidate proposal of each video through the detector, then the released post-processing."""
+        proposals = self.window_proposals(model, batch[self.input_key], batch["durations"])
+        return [VideoPrediction(vid, p, self._classify(vid, p))
+                for vid, p in zip(batch["video_ids"], proposals, strict=True)]
 
     def _classify(self, video_id: str, proposals: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
         """Each proposal paired with the video's ``class_topk`` classes, proposal-major (as
@@ -186,13 +201,15 @@ class ETADTask(Task):
 
     def score(self, records: list[VideoPrediction]) -> dict[str, float]:
         """Percentages: proposal ``AR@1``, ``AR@10``, ``AR@max_proposals`` and ``AR_AUC`` (ActivityNet's
-        proposal metric at up to ``max_proposals`` per video) and, with a classifier,
+        proposal metric at up to :attr:`proposals_per_video` per video) and, with a classifier,
         ``average_mAP`` and ``mAP@<t>`` per threshold (ActivityNet's ``eval_detection.py``)."""
         gt = self.ground_truth
-        n = self.config.max_proposals
+        n = self.proposals_per_video
         recall = average_recall(gt, {"results": {r.video_id: r.proposals for r in records}}, self.thresholds,
                                 max_avg_proposals=n, subset=None)
-        out = {f"AR@{k}": 100.0 * recall.at(k) for k in sorted({1, min(10, n), n})}
+        # the curve's first point is n / 100 proposals: AR@1 exists for n <= 100 only
+        out = {f"AR@{k}": 100.0 * recall.at(k) for k in sorted({1, min(10, n), n})
+               if k >= recall.proposals_per_video[0]}
         out["AR_AUC"] = recall.auc_percent
         if self.classifier is not None:
             # a class the evaluated ground truth lacks has no AP to change (the official code raises a
@@ -223,27 +240,65 @@ def _in_data(args: argparse.Namespace, value: str | None, default: str, flag: st
     return Path(args.data) / default
 
 
-class CLI:
-    """ETAD's options on ``python -m fastlocal.models etad ...`` (feature mode).
+def _tiny_r2plus1d(*, frozen_stages: int, norm_eval: bool) -> R2Plus1D:
+    return R2Plus1D(R2Plus1DConfig(layers=(1, 1, 1, 1), widths=(4, 6, 8, 8), stem_width=3,
+                                   frozen_stages=frozen_stages, norm_eval=norm_eval))
 
-    ``--data DIR`` holds ``annotations.json`` (ActivityNet layout), ``features/<video>.npy``
-    (``[T, C]``) and optionally ``classifier.json``, as ``python -m
+
+#: ``--backbone`` choices of end-to-end mode (TSP's released encoder is R(2+1)D-34; ``tiny``, output
+#: width 8, is a CPU-sized net for tests and smoke runs)
+E2E_BACKBONES: dict[str, Callable[..., R2Plus1D]] = {
+    "r2plus1d_34": r2plus1d_34, "r2plus1d_18": r2plus1d_18, "tiny": _tiny_r2plus1d}
+
+
+def e2e_backbone(name: str) -> R2Plus1DConfig:
+    """The R(2+1)D config of ``--backbone name`` (:data:`E2E_BACKBONES`) in the released setting:
+    stem and stages 1-2 frozen, BatchNorm in eval mode."""
+    if name not in E2E_BACKBONES:
+        raise ValueError(f"backbone must be one of {tuple(E2E_BACKBONES)}, got {name!r}")
+    # the factories own the configs (R(2+1)D-34's middle widths and BatchNorm settings): build, keep the config
+    return E2E_BACKBONES[name](frozen_stages=2, norm_eval=True).config
+
+
+def _is_thumos(args: argparse.Namespace) -> bool:
+    return args.preset.startswith("thumos")
+
+
+class CLI:
+    """ETAD's options on ``python -m fastlocal.models etad ...``.
+
+    Feature mode (``--mode feature``): ``--data DIR`` holds ``annotations.json`` (ActivityNet
+    layout), ``features/<video>.npy`` (``[T, C]``) and optionally ``classifier.json``, as ``python -m
     fastlocal.data.synthetic_detection`` writes; ``--annotations``, ``--features`` and
     ``--classifier`` name them one by one (ActivityNet: ``--name-template 'v_{video}.npy'``).
-    ``--mode e2e`` is not available from the command line (the end-to-end task is
-    :class:`fastlocal.models.etad.e2e.ETADEndToEndTask`).
+    The ``thumos-*`` presets cut each video into windows of ``tscale`` snippets with stride
+    ``tscale // 2`` (:mod:`fastlocal.models.etad.windows`), drop ``Ambiguous`` annotations and
+    report mAP at THUMOS' tIoU 0.3..0.7.
+
+    End-to-end mode (``--mode e2e``, ActivityNet-style presets): ``--frames DIR`` (default
+    ``DATA/frames``) holds one folder of frames per video; the snippet encoder is an R(2+1)D
+    (``--backbone``, released TSP's ``r2plus1d_34``: stages 1-2 frozen, BatchNorm in eval mode)
+    loaded from ``--encoder-weights FILE`` (torchvision layout, keys under ``--encoder-prefix``;
+    TSP's: ``features.``) or randomly initialised, trained by encoder gradient sampling at
+    ``--egs-ratio`` (released 0.3, paper 0.1) with the backbone's lr ``--backbone-lr-scale`` times
+    the detector's (:class:`fastlocal.models.etad.e2e.ETADEndToEndTask`). ``in_channels`` is the
+    backbone's output width.
     """
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-        parser.add_argument("--data", default=None, help="dataset directory (annotations.json, features/, "
-                            "classifier.json)")
+        parser.add_argument("--data", default=None, help="dataset directory (annotations.json, features/ or "
+                            "frames/, classifier.json)")
         parser.add_argument("--annotations", default=None, help="ground truth JSON (default DATA/annotations.json)")
         parser.add_argument("--features", default=None, help="features directory or .h5 file (default DATA/features)")
         parser.add_argument("--name-template", default=None,
-                            help="a video's feature file name (default '{video}.npy'; ActivityNet: 'v_{video}.npy')")
+                            help="a video's feature file (or e2e: frame folder) name (default '{video}.npy' / "
+                                 "'{video}'; ActivityNet: 'v_{video}.npy')")
         parser.add_argument("--mode", default="feature", choices=("feature", "e2e"),
-                            help="feature (pre-extracted features) or e2e (not available from the command line)")
+                            help="feature (pre-extracted features) or e2e (frames, snippet encoder trained by "
+                                 "encoder gradient sampling)")
+        parser.add_argument("--backbone", default="r2plus1d_34", choices=tuple(E2E_BACKBONES),
+                            help="e2e: the snippet encoder (TSP's released R(2+1)D-34)")
         if command == "info":
             return
         parser.add_argument("--classifier", default=None,
@@ -252,24 +307,34 @@ class CLI:
         parser.add_argument("--train-subset", default="training", help="the annotations' training subset")
         parser.add_argument("--subset", default="validation", help="the annotations' evaluation subset")
         parser.add_argument("--missing", default="error", choices=("error", "skip"),
-                            help="a video without features: error, or skip it (counted in a warning)")
+                            help="a video without features (or frames): error, or skip it (counted in a warning)")
+        e2e = parser.add_argument_group("end-to-end mode (--mode e2e)")
+        e2e.add_argument("--frames", default=None, help="directory of one frame folder per video (default DATA/frames)")
+        e2e.add_argument("--encoder-weights", default=None,
+                         help="local R(2+1)D checkpoint (torchvision layout; default: random initialisation)")
+        e2e.add_argument("--encoder-prefix", default="", help="the backbone's key prefix in it (TSP: 'features.')")
+        e2e.add_argument("--egs-ratio", type=float, default=0.3,
+                         help="share of snippets encoded with gradients (released 0.3, paper 0.1)")
+        e2e.add_argument("--backbone-lr-scale", type=float, default=1e-3,
+                         help="the backbone's lr over the detector's (released 5e-7 / 5e-4)")
+        e2e.add_argument("--snippet-frames", type=int, default=16, help="frames per snippet (released 16)")
+        e2e.add_argument("--short-side", type=int, default=128, help="frames resized to this short side (128)")
+        e2e.add_argument("--crop-size", type=int, default=112, help="centre crop (112)")
 
     @staticmethod
     def _check_mode(args: argparse.Namespace) -> None:
-        if args.mode != "feature":
-            raise ValueError("--mode e2e is not available from the command line: build "
-                             "fastlocal.models.etad.e2e.ETADEndToEndTask in Python and run engine.fit on it")
-        if args.preset.startswith("thumos") and args.command != "info":
-            # rescaling a whole THUMOS video (minutes long, many short actions) to 128 steps is not the paper's setting
-            raise ValueError(f"--preset {args.preset}: THUMOS-14 needs windows of 128 snippets with stride 64, which "
-                             "this command does not build yet; the ActivityNet presets (anet-*) and small rescale "
-                             "whole videos")
+        if args.mode == "e2e" and _is_thumos(args) and args.command != "info":
+            raise ValueError(f"--mode e2e --preset {args.preset}: end-to-end training on THUMOS windows is not "
+                             "available; use the feature mode or an ActivityNet-style preset (anet-*, small)")
+
 
     @staticmethod
     def configure(args: argparse.Namespace, model: ETADConfig, train: ETADTrainConfig
                   ) -> tuple[ETADConfig, ETADTrainConfig]:
-        """``in_channels`` from the first feature file of the training subset."""
+        """``in_channels`` from the first feature file of the training subset (e2e: the backbone's width)."""
         CLI._check_mode(args)
+        if args.mode == "e2e":
+            return replace(model, in_channels=e2e_backbone(args.backbone).widths[-1]), train
         if args.data is None and args.features is None:
             return model, train
         probe = CLI._dataset(args, model, getattr(args, "train_subset", "training"))
@@ -283,14 +348,32 @@ class CLI:
             _in_data(args, args.features, "features", "--features"), subset, length=model.tscale,
             name_template=args.name_template, missing=getattr(args, "missing", "error"),
             # training: ETAD's clipping to the video; evaluation: the segments as the official code sees them
+            out_of_range="clip" if training else "keep",
+            ignore_labels=("Ambiguous",) if _is_thumos(args) else ())
+
+    @staticmethod
+    def _snippets(args: argparse.Namespace, model: ETADConfig, subset: str, *, training: bool = True):
+        from .e2e import SnippetDataset  # e2e imports this module
+
+        frames = _in_data(args, args.frames, "frames", "--frames")
+        if not frames.is_dir():
+            raise DatasetError(f"--frames {frames}: no such directory (one folder of frames per video)")
+        return SnippetDataset(
+            _in_data(args, args.annotations, "annotations.json", "--annotations"), frames, subset,
+            snippets=model.tscale, snippet_frames=args.snippet_frames, short_side=args.short_side,
+            crop_size=args.crop_size, name_template=args.name_template or "{video}", missing=args.missing,
             out_of_range="clip" if training else "keep")
 
     @staticmethod
     def describe(args: argparse.Namespace) -> dict[str, Any]:
         """What ``eval.json`` records about the data."""
-        return {"annotations": str(_in_data(args, args.annotations, "annotations.json", "--annotations")),
-                "features": str(_in_data(args, args.features, "features", "--features")), "subset": args.subset,
-                "classifier": CLI._classifier(args)}
+        out = {"annotations": str(_in_data(args, args.annotations, "annotations.json", "--annotations"))}
+        if args.mode == "e2e":
+            out.update(frames=str(_in_data(args, args.frames, "frames", "--frames")), backbone=args.backbone,
+                       encoder_weights=args.encoder_weights, egs_ratio=args.egs_ratio)
+        else:
+            out["features"] = str(_in_data(args, args.features, "features", "--features"))
+        return {**out, "subset": args.subset, "classifier": CLI._classifier(args)}
 
     @staticmethod
     def _classifier(args: argparse.Namespace) -> str | None:
@@ -302,9 +385,25 @@ class CLI:
     @staticmethod
     def task(args: argparse.Namespace, model: ETADConfig, train: ETADTrainConfig, command: str) -> ETADTask:
         CLI._check_mode(args)
-        test = None
-        if command == "eval" or train.eval_every:
-            test = CLI._dataset(args, model, args.subset, training=False)
+        evaluates = command == "eval" or bool(train.eval_every)
+        kwargs = {"classifier": CLI._classifier(args), "thresholds": tiou_thresholds(args.preset)}
+        if args.mode == "e2e":
+            from .e2e import ETADEndToEndTask  # e2e imports this module
+
+            weights = args.encoder_weights
+            if weights is not None and not Path(weights).is_file():
+                raise FileNotFoundError(f"--encoder-weights {weights}: no such file")
+            test = CLI._snippets(args, model, args.subset, training=False) if evaluates else None
+            training = CLI._snippets(args, model, args.train_subset) if command == "train" else None
+            return ETADEndToEndTask(model, training, test, backbone=e2e_backbone(args.backbone), checkpoint=weights,
+                                    prefix=args.encoder_prefix, ratio=args.egs_ratio,
+                                    backbone_lr_scale=args.backbone_lr_scale, **kwargs)
+        test = CLI._dataset(args, model, args.subset, training=False) if evaluates else None
         training = CLI._dataset(args, model, args.train_subset) if command == "train" else None
-        return ETADTask(model, training, test, classifier=CLI._classifier(args),
-                        thresholds=tiou_thresholds(args.preset))
+        if _is_thumos(args):
+            from .windows import ETADWindowTask, WindowDataset  # windows imports this module
+
+            test = WindowDataset(test, window=model.tscale) if test is not None else None
+            training = WindowDataset(training, window=model.tscale, training=True) if training is not None else None
+            return ETADWindowTask(model, training, test, **kwargs)
+        return ETADTask(model, training, test, **kwargs)
