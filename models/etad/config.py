@@ -17,9 +17,9 @@ Inference follows the code (stage-averaged anchors and IoU scores, score =
 iou_cls * iou_reg), not the paper's last-stage boundaries scored by p_s * p_e * p_iou.
 
 The released repository has ActivityNet configs only. The THUMOS presets take what the
-paper says (Sec. 4.2: sliding windows of 128 snippets with stride 64 built by the data
-side, lr 1e-3, batch 16, AdamW, 6 epochs) and G-TAD's 2048-d TSN features / MR's 2048-d
-I3D features, which the paper uses.
+paper says (Sec. 4.2: sliding windows of 128 snippets with stride 64, cut by
+:mod:`fastlocal.models.etad.windows` after G-TAD's THUMOS loader, lr 1e-3, batch 16, AdamW,
+6 epochs) and G-TAD's 2048-d TSN features / MR's 2048-d I3D features, which the paper uses.
 """
 
 from __future__ import annotations
