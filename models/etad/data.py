@@ -273,7 +273,8 @@ class CLI:
     ``--classifier`` name them one by one (ActivityNet: ``--name-template 'v_{video}.npy'``).
     The ``thumos-*`` presets cut each video into windows of ``tscale`` snippets with stride
     ``tscale // 2`` (:mod:`fastlocal.models.etad.windows`), drop ``Ambiguous`` annotations and
-    report mAP at THUMOS' tIoU 0.3..0.7.
+    report mAP at THUMOS' tIoU 0.3..0.7 (THUMOS-14 JSON files name their subsets ``val`` and
+    ``test``: ``--train-subset val --subset test``).
 
     End-to-end mode (``--mode e2e``, ActivityNet-style presets): ``--frames DIR`` (default
     ``DATA/frames``) holds one folder of frames per video; the snippet encoder is an R(2+1)D
