@@ -14,8 +14,10 @@ in a fresh process):
 - the TCM (3 layers, L = 60) and the four down-sampling stages on 4 windows, ``fastlocal[cpu]`` against
   ``fastlocal[reference]``; the two agree (checked here).
 
-A training step takes tens of seconds on a loaded 2-core machine (full backprop 42 s, memory-0.15 21 s
-with a load average of 9). Run with ``pytest benchmarks/test_tallformer.py --benchmark-only -q``.
+Measured on the shared 2-core VM (load average 4-6; one warm step each, peak: extra resident memory of one
+step in a fresh process, :meth:`~fastlocal.bench.suite.Suite.peak_memory`): full 31.3 s / 1,073 MB,
+checkpoint 33.3 s / 536 MB, memory-0.15 16.0 s / 47 MB, memory-0.4 19.0 s / 111 MB. The whole run takes
+several minutes here. Run with ``pytest benchmarks/test_tallformer.py --benchmark-only -q``.
 """
 
 from __future__ import annotations
