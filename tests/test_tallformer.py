@@ -59,6 +59,22 @@ def test_chunk_arithmetic_thumos():
         memory_rows(3, 15, 16)
 
 
+def test_config_backbone_and_memory_fields():
+    config = PRESETS["thumos-swin-b"].model
+    swin = config.backbone_config
+    assert (swin.embed_dim, swin.depths, swin.num_heads, swin.window_size) == (128, (2, 2, 18, 2), (4, 8, 16, 32),
+                                                                              (8, 7, 7))
+    assert (swin.drop_path, swin.frozen_stages, swin.gradient_checkpointing) == (0.2, 2, True)
+    assert PRESETS["thumos-swin-b"].train.backbone_lr_scale == 0.4
+    for changes, match in [({"chunk_frames": 64}, "chunk_frames"), ({"chunk_frames": 31, "window_frames": 496},
+                           "chunk_frames"), ({"keep_ratio": 0.0}, "keep_ratio"), ({"image_size": 300}, "image_size"),
+                           ({"backbone_heads": (4, 8, 16)}, "backbone_"), ({"merge": "soft"}, "merge")]:
+        with pytest.raises(ValueError, match=match):
+            config.replace(**changes)
+    with pytest.raises(ValueError, match="backbone_lr_scale"):
+        replace(PRESETS["thumos-swin-b"].train, backbone_lr_scale=-1.0)
+
+
 def test_shapes_and_memory_layout():
     model = _model().eval()
     video = torch.randn(2, 3, 64, 16, 16)
