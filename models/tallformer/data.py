@@ -44,7 +44,7 @@ from fastlocal.metrics.detection import THUMOS_TIOU_THRESHOLDS, detection_map
 from fastlocal.selective import LongMemory
 
 from ..configs import replace
-from ..engine import Task, _seed_everything
+from ..engine import Task, _autocast, _backend, _seed_everything
 from .anchors import level_anchors, make_targets
 from .config import TALLFormerConfig, TALLFormerTrainConfig
 from .head import convert_sync_batchnorm
@@ -507,11 +507,14 @@ class CLI:
 
     @staticmethod
     def run(args: argparse.Namespace, model: TALLFormerConfig, train: TALLFormerTrainConfig, command: str) -> int:
-        """``init-memory``: the offline pass into ``--memory`` (prints what it encoded and skipped)."""
+        """``init-memory``: the offline pass into ``--memory`` (prints what it encoded and skipped), under
+        ``--backend`` and ``--amp`` as ``train`` runs; one process (under torchrun every rank would
+        encode every video it owns in a directory memory, all of them in a RAM one)."""
         if command != "init-memory":
             raise ValueError(f"unknown command {command!r}")
         task = CLI.task(args, model, train, command)
-        counts = task.init_memory(progress=not args.no_progress, device=args.device)
+        with _backend(train.backend), _autocast(train, torch.device(args.device)):  # --backend, --amp as in train
+            counts = task.init_memory(progress=not args.no_progress, device=args.device)
         print(f"memory {task.memory.storage}: encoded {counts['encoded']} video(s), skipped {counts['skipped']} "
               "already complete")
         return 0
