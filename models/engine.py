@@ -58,10 +58,13 @@ __all__ = [
     "Distributed",
     "Task",
     "TrainConfig",
+    "autocast",
+    "backend_scope",
     "evaluate",
     "fit",
     "load_checkpoint",
     "save_checkpoint",
+    "seed_everything",
     "step_plan",
 ]
 
@@ -353,7 +356,8 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_
     return None
 
 
-def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+def autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``config.amp`` on ``device`` (a null context for "none")."""
     if config.amp == "none":
         return contextlib.nullcontext()
     if config.amp == "fp16" and device.type != "cuda":
@@ -362,7 +366,8 @@ def _autocast(config: TrainConfig, device: torch.device) -> contextlib.AbstractC
 
 
 @contextlib.contextmanager
-def _backend(name: str | None) -> Iterator[None]:
+def backend_scope(name: str | None) -> Iterator[None]:
+    """``fastlocal.use_backend(name)``, or nothing when ``name`` is None (automatic)."""
     if name is None:
         yield
         return
@@ -375,7 +380,8 @@ def _backend(name: str | None) -> Iterator[None]:
 # ---- RNG and checkpoints -----------------------------------------------------------------------
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (what :func:`fit` does first)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -461,7 +467,7 @@ def evaluate(
     records: list[tuple[int, Any]] = []
     bar = tqdm(total=len(batches), desc="eval", leave=False, dynamic_ncols=True,
                disable=not (progress and env.is_main))
-    with _backend(config.backend), _autocast(config, env.device):
+    with backend_scope(config.backend), autocast(config, env.device):
         for indices, batch in zip(batches, _loader(task, dataset, batches, config, env.rank), strict=True):
             predictions = task.predict(net, _to_device(batch, env.device))
             records.extend(zip(indices, predictions, strict=True))
@@ -512,14 +518,14 @@ def _fit(
     log: Callable[[str], None] | None, run_info: dict[str, Any],
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     say = log if (log is not None and env.is_main) else None
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     net = task.build_model().to(env.device)
     train_set = task.train_set()
     eval_set = task.eval_set() if config.eval_every else None
     steps_per_epoch = len(step_plan(len(train_set), 0, config, env.world_size, env.rank))
     optimizer = _optimizer(net, config, task.param_groups(net))
     scheduler = _scheduler(optimizer, config, steps_per_epoch)
-    _autocast(config, env.device)  # reject fp16 on CPU before any work
+    autocast(config, env.device)  # reject fp16 on CPU before any work
     scaler = torch.amp.GradScaler("cuda") if config.amp == "fp16" else None
     epoch, step_in_epoch, history = 0, 0, []
     log_names: list[str] = []
@@ -556,7 +562,7 @@ def _fit(
         (run / CONFIG).write_text(json.dumps({**run_info, "train_config": to_dict(config)}, indent=2) + "\n")
 
     if env.rank:
-        _seed_everything(config.seed + 1_000_003 * env.rank)  # own dropout and augmentation streams
+        seed_everything(config.seed + 1_000_003 * env.rank)  # own dropout and augmentation streams
     model = net
     if env.active:
         model = nn.parallel.DistributedDataParallel(
@@ -574,7 +580,7 @@ def _fit(
                 "world_size": env.world_size, "config": {**run_info, "train_config": to_dict(config)}})
         env.barrier()
 
-    with _backend(config.backend):
+    with backend_scope(config.backend):
         while epoch < config.epochs:
             started = time.perf_counter()
             net.train()
@@ -592,7 +598,7 @@ def _fit(
                     last = m == len(plan[s]) - 1
                     sync = contextlib.nullcontext() if last or not env.active else model.no_sync()
                     with sync:
-                        with _autocast(config, env.device):
+                        with autocast(config, env.device):
                             loss, logs = task.loss(model, batch)
                         scaled = loss.float() * weight
                         (scaler.scale(scaled) if scaler is not None else scaled).backward()

@@ -44,7 +44,7 @@ from fastlocal.metrics.detection import THUMOS_TIOU_THRESHOLDS, detection_map
 from fastlocal.selective import LongMemory
 
 from ..configs import replace
-from ..engine import Task, _autocast, _backend, _seed_everything
+from ..engine import Task, autocast, backend_scope, seed_everything
 from .anchors import level_anchors, make_targets
 from .config import TALLFormerConfig, TALLFormerTrainConfig
 from .head import convert_sync_batchnorm
@@ -350,7 +350,7 @@ class TALLFormerTask(Task):
         Returns ``{"encoded": ..., "skipped": ...}``."""
         data = self.train_set()
         if model is None:
-            _seed_everything(self.seed)
+            seed_everything(self.seed)
             model = self.build_model()
         model = model.to(device).train()
         channels = model.encoder.out_channels
@@ -513,7 +513,7 @@ class CLI:
         if command != "init-memory":
             raise ValueError(f"unknown command {command!r}")
         task = CLI.task(args, model, train, command)
-        with _backend(train.backend), _autocast(train, torch.device(args.device)):  # --backend, --amp as in train
+        with backend_scope(train.backend), autocast(train, torch.device(args.device)):  # --backend, --amp as in train
             counts = task.init_memory(progress=not args.no_progress, device=args.device)
         print(f"memory {task.memory.storage}: encoded {counts['encoded']} video(s), skipped {counts['skipped']} "
               "already complete")
