@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..configs import check_choice, check_positive_ints
-from ..weights import read_state_dict
+from ..weights import load_strict, read_state_dict, strip_prefix
 
 __all__ = ["R2Plus1D", "R2Plus1DConfig", "load_backbone_file", "load_r2plus1d", "r2plus1d_18", "r2plus1d_34"]
 
@@ -222,11 +222,6 @@ def r2plus1d_34(*, frozen_stages: int = -1, norm_eval: bool = False) -> R2Plus1D
                                    frozen_stages=frozen_stages, norm_eval=norm_eval))
 
 
-def _listed(keys: list[str], limit: int = 8) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f" ... ({len(keys)} in all)" if len(keys) > limit else "")
-
-
 def load_r2plus1d(model: R2Plus1D, path: str | os.PathLike, *, prefix: str = "") -> None:
     """Load a local R(2+1)D checkpoint into ``model``, strictly.
 
@@ -256,29 +251,7 @@ def load_backbone_file(model: nn.Module, path: str | os.PathLike, *, prefix: str
     every other key matched by name and shape, only ``num_batches_tracked`` may be absent. ``what``
     names the model in the error (``"<file> is not a checkpoint of this <what>: ..."``).
     """
-    if not isinstance(prefix, str):
-        raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
     where = os.fspath(path)
-    state = read_state_dict(path)
-    if prefix:
-        state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-        if not state:
-            raise ValueError(f"{where}: no key starts with prefix {prefix!r}")
+    state = strip_prefix(read_state_dict(path), prefix, where)
     state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIX)}
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith(".num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_listed(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_listed(unexpected)}")
-    shapes = [f"{k} {tuple(v.shape)} (model: {tuple(own[k].shape)})" for k, v in state.items()
-              if k in own and v.shape != own[k].shape]
-    if shapes:
-        problems.append(f"shape mismatches: {_listed(shapes)}")
-    if problems:
-        raise ValueError(f"{where} is not a checkpoint of this {what}: " + "; ".join(problems))
-    for key in own:
-        state.setdefault(key, own[key])  # num_batches_tracked only, by the check above
-    model.load_state_dict(state, strict=True)
+    load_strict(model, state, where, what, may_lack=lambda key: key.endswith(".num_batches_tracked"))

@@ -46,8 +46,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..configs import check_positive_ints, replace
-from ..weights import read_state_dict
-from .r2plus1d import _listed
+from ..weights import load_strict, read_state_dict, strip_prefix
 
 __all__ = [
     "DropPath",
@@ -533,33 +532,15 @@ def load_video_swin(model: VideoSwin, path: str | os.PathLike, *, prefix: str = 
     """
     if not isinstance(model, VideoSwin):
         raise TypeError(f"model must be a VideoSwin, got {type(model).__name__}")
-    if not isinstance(prefix, str):
-        raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     where = os.fspath(path)
-    state = read_state_dict(path)
-    if prefix:
-        state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
-        if not state:
-            raise ValueError(f"{where}: no key starts with prefix {prefix!r}")
+    state = strip_prefix(read_state_dict(path), prefix, where)
     if layout == "mmaction":
         state = mmaction_to_torchvision(state)
     if model.head is None:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
-    own = model.state_dict()
-    problems = []
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(v.shape)} (model: {tuple(own[k].shape)})" for k, v in state.items()
-              if k in own and v.shape != own[k].shape]
-    for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-        if keys:
-            problems.append(f"{what}: {_listed(keys)}")
-    if problems:
-        raise ValueError(f"{where} is not a {layout}-layout checkpoint of this Video Swin ({model.config}): "
-                         + "; ".join(problems))
-    model.load_state_dict(state, strict=True)
+    load_strict(model, state, where, f"Video Swin ({model.config}, {layout} layout)")
 
 
 def parameter_count(config: VideoSwinConfig) -> int:
