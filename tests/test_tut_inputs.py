@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from fastlocal.models.tut.config import PRESETS
 from fastlocal.models.tut.model import TUT
 
