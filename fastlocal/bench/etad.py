@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .suite import Suite, backend_absent, wall_clock, warm_up
+from .suite import Suite, backend_absent, backend_method, wall_clock, warm_up
 
 BACKENDS = ("cpu", "reference")
 PARTS = ("model", "post")
@@ -70,10 +70,6 @@ class Config:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
         return cls(**data)
-
-
-def method_name(backend: str) -> str:
-    return f"fastlocal[{backend}]"
 
 
 def _ground_truth(batch: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -154,7 +150,7 @@ class ETADSuite(Suite):
     configs = (ANET_TSP, ANET_TSP_POST)
     quick_configs = (Config("model", "anet-tsp", batch=1), ANET_TSP_POST)
     tiny_configs = (Config("model", "small", batch=1), Config("post", "small", batch=1))
-    backends: ClassVar[dict[str, str]] = {method_name(b): b for b in BACKENDS}
+    backends: ClassVar[dict[str, str]] = {backend_method(b): b for b in BACKENDS}
     methods = tuple(backends)
     peers = "fastlocal[reference] (RoI-align and soft-NMS in PyTorch ops)"
     note = ("etad: model forward = inference on every candidate proposal (no autograd); model forward+backward = "
@@ -186,4 +182,4 @@ class ETADSuite(Suite):
         return post_call(backend, config) if config.part == "post" else model_call(backend, config, mode)
 
 
-__all__ = ["ANET_TSP", "ANET_TSP_POST", "BACKENDS", "Config", "ETADSuite", "method_name", "model_call", "post_call"]
+__all__ = ["ANET_TSP", "ANET_TSP_POST", "BACKENDS", "Config", "ETADSuite", "model_call", "post_call"]

@@ -31,9 +31,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from .suite import Suite, wall_clock, warm_up
+from .suite import Suite, classifier_call, wall_clock, warm_up
 
 PARTS = ("model", "module")
 MODEL_PRESETS = ("r2d50", "r2d50-nl", "r2d50-gta")
@@ -129,28 +128,8 @@ def model_call(config: Config, mode: str, seed: int = 0) -> Callable[[], tuple[t
     model = GTA(c)
     g = torch.Generator().manual_seed(seed)
     video = torch.randn(config.batch, 3, c.frames, c.image_size, c.image_size, generator=g)
-    if mode == "forward":
-        model.eval()
-
-        def infer() -> tuple[torch.Tensor, ...]:
-            with torch.no_grad():
-                return (model(video),)
-
-        return infer
     train = {**PRESETS, **TINY_PRESETS}[config.preset].train
-    labels = torch.randint(c.num_classes, (config.batch,), generator=g)
-    optimizer = torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum,
-                                weight_decay=train.weight_decay)
-    model.train()
-
-    def step() -> tuple[torch.Tensor, ...]:
-        optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(video), labels)
-        loss.backward()
-        optimizer.step()
-        return (loss.detach(),)
-
-    return step
+    return classifier_call(model, video, mode, c.num_classes, train, g)
 
 
 def module_call(method: str, config: Config, mode: str, seed: int = 0) -> Callable[[], tuple[torch.Tensor, ...]]:

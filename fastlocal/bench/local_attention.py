@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 import fastlocal
 
-from .suite import Suite, backend_absent, dtype_name, failure, torch_has_cuda
+from .suite import Suite, backend_absent, backend_method, dtype_name, failure, torch_has_cuda
 
 DENSE_MASK_LIMIT_BYTES = 8 * 2**30
 
@@ -182,7 +182,7 @@ class FastLocal(Method):
 
     def __init__(self, backend: str) -> None:
         self.backend = backend
-        self.name = f"fastlocal[{backend}]"
+        self.name = backend_method(backend)
 
     def absent(self, device: str) -> str | None:
         # Read at call time: a kernel that lands later joins the benchmark by itself.

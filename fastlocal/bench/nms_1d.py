@@ -31,7 +31,7 @@ import torch
 import fastlocal
 
 from ..nms_1d import NMW_IMPLEMENTED, SOFT_NMS_IMPLEMENTED
-from .suite import Suite, backend_absent, dtype_name
+from .suite import Suite, backend_absent, backend_method, dtype_name
 
 SIGMA = 0.35  # ETAD's DETECTION_POST
 
@@ -123,7 +123,7 @@ class FastLocal(Method):
 
     def __init__(self, backend: str) -> None:
         self.backend = backend
-        self.name = f"fastlocal[{backend}]"
+        self.name = backend_method(backend)
 
     def absent(self, device: str) -> str | None:
         if self.backend not in SOFT_NMS_IMPLEMENTED:  # backend_absent reads the hard NMS's IMPLEMENTED

@@ -34,7 +34,7 @@ import torch
 
 import fastlocal
 
-from .suite import Suite, backend_absent, dtype_name
+from .suite import Suite, backend_absent, backend_method, dtype_name
 
 GATHER_LIMIT_BYTES = 4 * 2**30  # largest [N, P, n, C] gather the ``gather`` method may build
 
@@ -171,7 +171,7 @@ class FastLocal(Method):
 
     def __init__(self, backend: str) -> None:
         self.backend = backend
-        self.name = f"fastlocal[{backend}]"
+        self.name = backend_method(backend)
 
     def absent(self) -> str | None:
         return backend_absent("roi_align_1d", self.backend, "cpu")

@@ -44,6 +44,39 @@ def torch_has_cuda() -> bool:
     return torch.version.cuda is not None or getattr(torch.version, "hip", None) is not None
 
 
+def backend_method(backend: str) -> str:
+    """A fastlocal backend's method name in the tables: ``"fastlocal[cpu]"``."""
+    return f"fastlocal[{backend}]"
+
+
+def classifier_call(model: torch.nn.Module, video: torch.Tensor, mode: str, num_classes: int, train: Any,
+                    generator: torch.Generator) -> Callable[[], tuple[torch.Tensor, ...]]:
+    """A video classifier's benchmark call: ``forward`` = one inference of ``video`` without autograd;
+    ``forward_backward`` = one training step (cross-entropy on random labels, backward, SGD with
+    ``train``'s lr, momentum and weight decay: the recipe VidTr and GTA train with)."""
+    if mode == "forward":
+        model.eval()
+
+        def infer() -> tuple[torch.Tensor, ...]:
+            with torch.no_grad():
+                return (model(video),)
+
+        return infer
+    labels = torch.randint(num_classes, (video.shape[0],), generator=generator)
+    optimizer = torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum,
+                                weight_decay=train.weight_decay)
+    model.train()
+
+    def step() -> tuple[torch.Tensor, ...]:
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(video), labels)
+        loss.backward()
+        optimizer.step()
+        return (loss.detach(),)
+
+    return step
+
+
 def backend_absent(op_module: str, backend: str, device: str) -> str | None:
     """Why the fastlocal ``backend`` of ``fastlocal.<op_module>`` has nothing to run in a ``device`` run, or None.
 

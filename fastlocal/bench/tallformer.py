@@ -34,7 +34,7 @@ import torch
 
 import fastlocal
 
-from .suite import Suite, backend_absent, wall_clock, warm_up
+from .suite import Suite, backend_absent, backend_method, wall_clock, warm_up
 
 PARTS = ("step", "temporal")
 STEP_METHODS = ("full", "checkpoint", "memory-0.15", "memory-0.4")
@@ -153,10 +153,6 @@ STEP = Config("step", "thumos-swin-t", frames=160, size=112, batch=1)
 TEMPORAL = Config("temporal", "thumos-swin-t", frames=480, batch=4)
 
 
-def method_name(backend: str) -> str:
-    return f"fastlocal[{backend}]"
-
-
 class TALLFormerSuite(Suite):
     """TALLFormer: a training step by full backprop, checkpointing and the long-term memory (0.15, 0.4); the
     TCM and down-sampling stages per ``local_attention`` backend."""
@@ -170,7 +166,7 @@ class TALLFormerSuite(Suite):
                    Config("temporal", "thumos-swin-b", frames=480, batch=4, device="cuda"))
     gpu_quick_configs = (Config("step", "thumos-swin-t", frames=160, size=112, batch=1, device="cuda"),
                          Config("temporal", "thumos-swin-t", frames=480, batch=1, device="cuda"))
-    backends: ClassVar[dict[str, str]] = {method_name(b): b for b in BACKENDS}
+    backends: ClassVar[dict[str, str]] = {backend_method(b): b for b in BACKENDS}
     methods = STEP_METHODS + tuple(backends)
     peers = ("full / checkpoint (every chunk back-propagated) for the training step; fastlocal[reference] "
              "(local attention in PyTorch ops) for the TCM and down-sampling stages")
@@ -180,7 +176,7 @@ class TALLFormerSuite(Suite):
     rounds = 3
 
     def is_peer(self, method: str) -> bool:
-        return method in ("full", "checkpoint", method_name("reference"))
+        return method in ("full", "checkpoint", backend_method("reference"))
 
     def absent(self, method: str, device: str) -> str | None:
         if method in self.backends:
@@ -207,4 +203,4 @@ class TALLFormerSuite(Suite):
 
 
 __all__ = ["BACKENDS", "STEP", "STEP_METHODS", "TEMPORAL", "Config", "TALLFormerSuite", "keep_ratio", "make_step",
-           "make_temporal", "method_name"]
+           "make_temporal"]

@@ -24,7 +24,7 @@ import torch
 import fastlocal
 from fastlocal._dispatch import triton_interpreted
 
-from .suite import Suite, backend_absent, dtype_name
+from .suite import Suite, backend_absent, backend_method, dtype_name
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,6 @@ CONFIGS = (
 )
 GPU_CONFIGS = tuple(dataclasses.replace(c, device="cuda") for c in CONFIGS)
 BACKENDS = ("cpu", "reference", "triton", "cuda")
-
-
-def method_name(backend: str) -> str:
-    return f"fastlocal[{backend}]"
 
 
 @dataclass
@@ -113,7 +109,7 @@ class TopkStd(Suite):
     tiny_configs = tuple(dataclasses.replace(c, label=f"{c.label}-tiny", B=2, D=8) for c in CONFIGS)
     gpu_configs = GPU_CONFIGS
     gpu_quick_configs = tuple(dataclasses.replace(c, device="cuda") for c in quick_configs)
-    backends: ClassVar[dict[str, str]] = {method_name(b): b for b in BACKENDS}
+    backends: ClassVar[dict[str, str]] = {backend_method(b): b for b in BACKENDS}
     methods = tuple(backends)
     peers = "fastlocal[reference] (the unfused path: softmax, std, sort, gather, matmul)"
 

@@ -27,9 +27,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 
-from .suite import Suite, backend_absent, wall_clock, warm_up
+from .suite import Suite, backend_absent, backend_method, classifier_call, wall_clock, warm_up
 
 BACKENDS = ("cpu", "reference")
 POOL_FORWARD = "vidtr.topk_std_pooling.forward"
@@ -90,10 +89,6 @@ def mac_ratio(a: Config, b: Config) -> float:
     return (a.batch * _macs(a.preset, a.side())) / (b.batch * _macs(b.preset, b.side()))
 
 
-def method_name(backend: str) -> str:
-    return f"fastlocal[{backend}]"
-
-
 def make_call(backend: str, config: Config, mode: str, seed: int = 0) -> Callable[[], tuple[torch.Tensor, ...]]:
     """Build the model (random weights), its SGD optimizer and one view batch; return one call of
     ``mode`` on ``backend`` (the logits, or the step's loss). Not warmed up."""
@@ -104,28 +99,7 @@ def make_call(backend: str, config: Config, mode: str, seed: int = 0) -> Callabl
     g = torch.Generator().manual_seed(seed)
     side = config.side()
     video = torch.randn(config.batch, 3, config.model().frames, side, side, generator=g)
-    if mode == "forward":
-        model.eval()
-
-        def infer() -> tuple[torch.Tensor, ...]:
-            with torch.no_grad():
-                return (model(video),)
-
-        return infer
-    train = config.train()
-    labels = torch.randint(config.model().num_classes, (config.batch,), generator=g)
-    optimizer = torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum,
-                                weight_decay=train.weight_decay)
-    model.train()
-
-    def step() -> tuple[torch.Tensor, ...]:
-        optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(video), labels)
-        loss.backward()
-        optimizer.step()
-        return (loss.detach(),)
-
-    return step
+    return classifier_call(model, video, mode, config.model().num_classes, config.train(), g)
 
 
 @contextmanager
@@ -196,7 +170,7 @@ class VidTrSuite(Suite):
     configs = (C_VIDTR_S, VIDTR_S)
     quick_configs = (C_VIDTR_S,)
     tiny_configs = (Config("c-vidtr-tiny"),)
-    backends: ClassVar[dict[str, str]] = {method_name(b): b for b in BACKENDS}
+    backends: ClassVar[dict[str, str]] = {backend_method(b): b for b in BACKENDS}
     methods = tuple(backends)
     peers = "fastlocal[reference] (the pooling layers unfused: softmax, std, sort, gather, matmul)"
     note = ("vidtr: forward is one inference view (no autograd), forward+backward one SGD training step; "
@@ -225,5 +199,5 @@ class VidTrSuite(Suite):
         return make_call(self.backends[method], config, mode)
 
 
-__all__ = ["BACKENDS", "C_VIDTR_S", "VIDTR_S", "Config", "VidTrSuite", "mac_ratio", "make_call", "method_name",
+__all__ = ["BACKENDS", "C_VIDTR_S", "VIDTR_S", "Config", "VidTrSuite", "mac_ratio", "make_call",
            "pooling_share"]
