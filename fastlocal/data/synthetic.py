@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._output import output_directory
 from .mstcn import write_labels
 
 __all__ = ["MAX_VIDEO_VALUES", "SyntheticSpec", "generate", "main"]
@@ -144,13 +145,7 @@ def generate(out: str | os.PathLike, spec: SyntheticSpec | None = None) -> Path:
     spec = SyntheticSpec() if spec is None else spec
     if not isinstance(spec, SyntheticSpec):
         raise TypeError(f"spec must be a SyntheticSpec or None, got {type(spec).__name__}")
-    if not isinstance(out, (str, os.PathLike)):
-        raise TypeError(f"out must be a str or os.PathLike directory, got {type(out).__name__}")
-    if not os.fspath(out):
-        raise ValueError("out must be a directory path, got an empty one (use '.' for the current directory)")
-    root = Path(out)
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"out must be a directory, but {root} is a file")
+    root = output_directory(out)
     rng = np.random.default_rng(spec.seed)
     for sub in ("features", "groundTruth", "splits"):
         (root / sub).mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._output import output_directory
 from .video import write_frames
 
 __all__ = ["SyntheticDetectionSpec", "generate", "main"]
@@ -135,13 +136,7 @@ def generate(out: str | os.PathLike, spec: SyntheticDetectionSpec | None = None)
     spec = SyntheticDetectionSpec() if spec is None else spec
     if not isinstance(spec, SyntheticDetectionSpec):
         raise TypeError(f"spec must be a SyntheticDetectionSpec or None, got {type(spec).__name__}")
-    if not isinstance(out, (str, os.PathLike)):
-        raise TypeError(f"out must be a str or os.PathLike directory, got {type(out).__name__}")
-    if not os.fspath(out):
-        raise ValueError("out must be a directory path, got an empty one (use '.' for the current directory)")
-    root = Path(out)
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"out must be a directory, but {root} is a file")
+    root = output_directory(out)
     (root / ("frames" if spec.frame_size else "features")).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(spec.seed)
     classes = _class_names(spec.classes)

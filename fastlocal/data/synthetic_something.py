@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._output import output_directory
 from .something import LABEL_FILES
 from .synthetic_video import SyntheticVideoSpec, make_video, validation_mask
 from .video import write_frames
@@ -84,12 +85,7 @@ def generate(out: str | os.PathLike, spec: SyntheticVideoSpec | None = None, ver
             raise ValueError(f"spec.speed high ({spec.speed[1]}) must be < width / 2 for horizontal motion")
         transposed = dataclasses.replace(spec, height=spec.width, width=spec.height, classes=("up", "down"),
                                          formats=("frames",))
-    if not isinstance(out, str | os.PathLike) or not os.fspath(out):
-        raise ValueError(f"out must be a non-empty directory path, got {out!r}")
-    root = Path(out)
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"out must be a directory, but {root} is a file")
-    root.mkdir(parents=True, exist_ok=True)
+    root = output_directory(out)
     rng = np.random.default_rng(spec.seed)
     labels = np.arange(spec.videos) % len(names)
     val = validation_mask(labels, len(names), spec.val_fraction, rng)

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._output import output_directory
 from .video import require_av, write_frames, write_video
 
 __all__ = ["CLASSES", "SyntheticVideoSpec", "VideoParams", "generate", "main", "make_video", "render_video",
@@ -209,12 +210,7 @@ def generate(out: str | os.PathLike, spec: SyntheticVideoSpec | None = None) -> 
     spec = SyntheticVideoSpec() if spec is None else spec
     if not isinstance(spec, SyntheticVideoSpec):
         raise TypeError(f"spec must be a SyntheticVideoSpec or None, got {type(spec).__name__}")
-    if not isinstance(out, str | os.PathLike) or not os.fspath(out):
-        raise ValueError(f"out must be a non-empty directory path, got {out!r}")
-    root = Path(out)
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"out must be a directory, but {root} is a file")
-    root.mkdir(parents=True, exist_ok=True)
+    root = output_directory(out)
     rng = np.random.default_rng(spec.seed)
     labels = np.arange(spec.videos) % len(spec.classes)
     val = validation_mask(labels, len(spec.classes), spec.val_fraction, rng)
