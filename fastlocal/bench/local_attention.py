@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,13 +35,13 @@ import torch.nn.functional as F
 
 import fastlocal
 
-from .suite import Suite, backend_absent, backend_method, dtype_name, failure, torch_has_cuda
+from .suite import DtypeConfig, Suite, backend_absent, backend_method, dtype_name, failure, torch_has_cuda
 
 DENSE_MASK_LIMIT_BYTES = 8 * 2**30
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(DtypeConfig):
     """One problem size: q, k, v ``[B, H, T, D]``, a centred window, rpb ``[H, window]``."""
 
     B: int
@@ -57,17 +57,9 @@ class Config:
         name = f"B{self.B}-H{self.H}-T{self.T}-D{self.D}-w{self.window}-{dtype_name(self.dtype)}"
         return name if self.device == "cpu" else f"{name}-{self.device}"
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (dtype by name), the inverse of :meth:`from_dict`."""
-        return {**asdict(self), "dtype": dtype_name(self.dtype)}
-
     def gflop(self, mode: str) -> float:
         """:func:`useful_gflop` of one call in ``mode`` (gives results their GFLOP/s)."""
         return useful_gflop(self, mode)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Config:
-        return cls(**{**data, "dtype": getattr(torch, data["dtype"])})
 
 
 # The suite: 4 heads of 32 channels, window 51, T from 2048 to 32768 (about 1 to 18 minutes at 30 fps).

@@ -22,8 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,13 +30,13 @@ import torch
 import fastlocal
 
 from ..nms_1d import NMW_IMPLEMENTED, SOFT_NMS_IMPLEMENTED
-from .suite import Suite, backend_absent, backend_method, dtype_name
+from .suite import DtypeConfig, Suite, backend_absent, backend_method, dtype_name
 
 SIGMA = 0.35  # ETAD's DETECTION_POST
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(DtypeConfig):
     """``videos`` videos of ``length`` snippets, each with all length * (length + 1) / 2 proposals."""
 
     label: str
@@ -55,14 +54,6 @@ class Config:
     def name(self) -> str:
         return (f"{self.label}-B{self.videos}-N{self.proposals}-top{self.max_output}-{dtype_name(self.dtype)}"
                 f"{'-cuda' if self.device == 'cuda' else ''}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (dtype by name), the inverse of :meth:`from_dict`."""
-        return {**asdict(self), "dtype": dtype_name(self.dtype)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Config:
-        return cls(**{**data, "dtype": getattr(torch, data["dtype"])})
 
 
 CONFIGS = (
@@ -194,7 +185,7 @@ class SoftNms(Suite):
 
 
 @dataclass(frozen=True)
-class NmwConfig:
+class NmwConfig(DtypeConfig):
     """One video's ``anchors`` detections scored for ``classes`` classes, merged by
     :func:`fastlocal.multiclass_nmw_1d` with TALLFormer's settings (score > 0.005, IoU 0.5, at most
     ``max_output``)."""
@@ -209,14 +200,6 @@ class NmwConfig:
     @property
     def name(self) -> str:
         return f"{self.label}-N{self.anchors}-C{self.classes}-top{self.max_output}-{dtype_name(self.dtype)}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (dtype by name), the inverse of :meth:`from_dict`."""
-        return {**asdict(self), "dtype": dtype_name(self.dtype)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NmwConfig:
-        return cls(**{**data, "dtype": getattr(torch, data["dtype"])})
 
 
 NMW_CONFIGS = (NmwConfig("thumos", anchors=1000, classes=20, max_output=1200),)

@@ -27,20 +27,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
 import fastlocal
 
-from .suite import Suite, backend_absent, backend_method, dtype_name
+from .suite import DtypeConfig, Suite, backend_absent, backend_method, dtype_name
 
 GATHER_LIMIT_BYTES = 4 * 2**30  # largest [N, P, n, C] gather the ``gather`` method may build
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(DtypeConfig):
     """A batch of videos ``[videos, channels, length]`` and the RoIs of its proposals."""
 
     label: str
@@ -65,14 +64,6 @@ class Config:
     def name(self) -> str:
         return (f"{self.label}-B{self.videos}-C{self.channels}-T{self.length}-N{self.num_rois}-P{self.output_size}"
                 f"-{dtype_name(self.dtype)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (dtype by name), the inverse of :meth:`from_dict`."""
-        return {**asdict(self), "dtype": dtype_name(self.dtype)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Config:
-        return cls(**{**data, "dtype": getattr(torch, data["dtype"])})
 
 
 CONFIGS = (

@@ -18,6 +18,7 @@ table.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import statistics
 import time
@@ -42,6 +43,18 @@ def dtype_name(dtype: torch.dtype) -> str:
 def torch_has_cuda() -> bool:
     """True when this torch build can run CUDA (or ROCm) code at all, GPU present or not."""
     return torch.version.cuda is not None or getattr(torch.version, "hip", None) is not None
+
+
+class DtypeConfig:
+    """Base of a dataclass configuration with a ``dtype`` field: its JSON round trip (dtype by name)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (dtype by name), the inverse of :meth:`from_dict`."""
+        return {**dataclasses.asdict(self), "dtype": dtype_name(self.dtype)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        return cls(**{**data, "dtype": getattr(torch, data["dtype"])})
 
 
 def backend_method(backend: str) -> str:

@@ -16,19 +16,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 import fastlocal
 from fastlocal._dispatch import triton_interpreted
 
-from .suite import Suite, backend_absent, backend_method, dtype_name
+from .suite import DtypeConfig, Suite, backend_absent, backend_method
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(DtypeConfig):
     """One temporal attention layer: q, k, v ``[B, H, T, D]``, ``keep`` ranked rows kept."""
 
     label: str
@@ -43,14 +43,6 @@ class Config:
     @property
     def name(self) -> str:
         return self.label if self.device == "cpu" else f"{self.label}-{self.device}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (dtype by name), the inverse of :meth:`from_dict`."""
-        return {**asdict(self), "dtype": dtype_name(self.dtype)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Config:
-        return cls(**{**data, "dtype": getattr(torch, data["dtype"])})
 
 
 # VidTr's compact models at 224^2 (14 x 14 patches), 12 heads of 64 channels, batch of 8
