@@ -28,13 +28,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
-from .suite import Suite, backend_absent, backend_method, wall_clock, warm_up
+from .suite import ModelBackendSuite, backend_absent
 
-BACKENDS = ("cpu", "reference")
 PARTS = ("model", "post")
 #: the fastlocal op each part's backend choice changes
 OP_MODULES = {"model": "roi_align_1d", "post": "nms_1d"}
@@ -141,7 +140,7 @@ ANET_TSP = Config("model", "anet-tsp", batch=2)
 ANET_TSP_POST = Config("post", "anet-tsp", batch=1)
 
 
-class ETADSuite(Suite):
+class ETADSuite(ModelBackendSuite):
     """ETAD (anet-tsp) in feature mode: RoI-align and soft-NMS compiled (``fastlocal[cpu]``) against their
     PyTorch definitions (``fastlocal[reference]``)."""
 
@@ -150,21 +149,11 @@ class ETADSuite(Suite):
     configs = (ANET_TSP, ANET_TSP_POST)
     quick_configs = (Config("model", "anet-tsp", batch=1), ANET_TSP_POST)
     tiny_configs = (Config("model", "small", batch=1), Config("post", "small", batch=1))
-    backends: ClassVar[dict[str, str]] = {backend_method(b): b for b in BACKENDS}
-    methods = tuple(backends)
+    fused_op = "roi_align_1d"
     peers = "fastlocal[reference] (RoI-align and soft-NMS in PyTorch ops)"
     note = ("etad: model forward = inference on every candidate proposal (no autograd); model forward+backward = "
             "one AdamW training step on 6% sampled proposals; postprocess = masks, soft-NMS of 8,256 proposals to "
             "100, top-2 classes, one video")
-    rounds = 3
-
-    def is_peer(self, method: str) -> bool:
-        return self.backends[method] == "reference"
-
-    def absent(self, method: str, device: str) -> str | None:
-        if device != "cpu":
-            return "the model benchmark runs on the CPU only"
-        return backend_absent("roi_align_1d", self.backends[method], device)
 
     def unavailable(self, method: str, config: Config, mode: str) -> str | None:
         if config.part == "post" and mode != "forward":
@@ -173,13 +162,9 @@ class ETADSuite(Suite):
             return "the model benchmark runs on the CPU only"
         return backend_absent(OP_MODULES[config.part], self.backends[method], "cpu")
 
-    def warm_up(self, call: Callable[[], object]) -> float:
-        # a step of the full detector takes about a second here: two warm calls (the second steady) are enough
-        return warm_up(wall_clock(call), min_calls=2, max_calls=4)
-
     def build(self, method: str, config: Config, mode: str) -> Callable[[], tuple[torch.Tensor, ...]]:
         backend = self.backends[method]
         return post_call(backend, config) if config.part == "post" else model_call(backend, config, mode)
 
 
-__all__ = ["ANET_TSP", "ANET_TSP_POST", "BACKENDS", "Config", "ETADSuite", "model_call", "post_call"]
+__all__ = ["ANET_TSP", "ANET_TSP_POST", "Config", "ETADSuite", "model_call", "post_call"]

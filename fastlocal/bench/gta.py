@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from .suite import Suite, classifier_call, wall_clock, warm_up
+from .suite import Suite, classifier_call
 
 PARTS = ("model", "module")
 MODEL_PRESETS = ("r2d50", "r2d50-nl", "r2d50-gta")
@@ -178,6 +178,7 @@ class GTASuite(Suite):
             "module = r2d50-gta's block alone on its stage's feature map; GFLOP/s from FlopCounterMode's multiply-adds "
             "(x3 for a step); peak MB includes the step's gradients and momentum buffers")
     rounds = 3
+    warm_calls = (2, 4)
 
     def is_peer(self, method: str) -> bool:
         return method == "transcription"
@@ -189,10 +190,6 @@ class GTASuite(Suite):
         if config.part == "model" and method == "transcription":
             return "the transcription is of the GTA block alone (see the module rows)"
         return super().unavailable(method, config, mode)
-
-    def warm_up(self, call: Callable[[], object]) -> float:
-        # a ResNet-50 step takes seconds: two warm calls (the second one steady) are enough
-        return warm_up(wall_clock(call), min_calls=2, max_calls=4)
 
     def build(self, method: str, config: Config, mode: str) -> Callable[[], tuple[torch.Tensor, ...]]:
         return model_call(config, mode) if config.part == "model" else module_call(method, config, mode)

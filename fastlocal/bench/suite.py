@@ -24,7 +24,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 
@@ -213,6 +213,9 @@ class Suite:
     peers: str  # which methods are the peers, for the table's footer
     note: str = ""  # what the figures mean, when not obvious (shown under the table)
     rounds: int | None = None  # fixed timed rounds (None: as many as fit the time budget)
+    # warm-up calls (at least, at most): whole-model steps take seconds, two warm calls (the second
+    # steady) are enough there
+    warm_calls: tuple[int, int] = (3, 10)
     memory_timeout_s: float = 600.0
 
     def configurations(self, device: str, *, quick: bool, tiny: bool) -> tuple[Any, ...]:
@@ -265,7 +268,7 @@ class Suite:
 
     def warm_up(self, call: Callable[[], object]) -> float:
         """Warm ``call`` up by :func:`warm_up`'s rule; a steady call's seconds."""
-        return warm_up(wall_clock(call))
+        return warm_up(wall_clock(call), min_calls=self.warm_calls[0], max_calls=self.warm_calls[1])
 
     def peak_memory(self, method: str, config: Any, mode: str) -> PeakMemory:
         """Peak extra memory of one warm call: on the CPU the resident memory of a fresh process
@@ -513,3 +516,23 @@ def _note(r: Result) -> str:
     if r.peak is not None and r.peak.mb is None:
         return f"peak memory not measured: {r.peak.reason.splitlines()[0][:200]}"
     return ""
+
+
+class ModelBackendSuite(Suite):
+    """A whole model timed with its fused op on each fastlocal backend of the CPU: ``fastlocal[cpu]``
+    (the compiled kernel) against ``fastlocal[reference]`` (the op in PyTorch ops, the peer).
+    ``fused_op`` names the op module whose kernel the comparison is about."""
+
+    fused_op: str
+    backends: ClassVar[dict[str, str]] = {backend_method(b): b for b in ("cpu", "reference")}
+    methods = tuple(backends)
+    rounds = 3
+    warm_calls = (2, 4)
+
+    def is_peer(self, method: str) -> bool:
+        return self.backends[method] == "reference"
+
+    def absent(self, method: str, device: str) -> str | None:
+        if device != "cpu":
+            return "the model benchmark runs on the CPU only"
+        return backend_absent(self.fused_op, self.backends[method], device)

@@ -34,7 +34,7 @@ import torch
 
 import fastlocal
 
-from .suite import Suite, backend_absent, backend_method, wall_clock, warm_up
+from .suite import Suite, backend_absent, backend_method
 
 PARTS = ("step", "temporal")
 STEP_METHODS = ("full", "checkpoint", "memory-0.15", "memory-0.4")
@@ -174,6 +174,7 @@ class TALLFormerSuite(Suite):
             "the whole step's; memory-r = gradient checkpointing + long-term memory at keep ratio r; tcm+tdm = the "
             "temporal consistency module and the down-sampling stages, training mode")
     rounds = 3
+    warm_calls = (2, 3)
 
     def is_peer(self, method: str) -> bool:
         return method in ("full", "checkpoint", backend_method("reference"))
@@ -191,10 +192,6 @@ class TALLFormerSuite(Suite):
         if config.part == "step" and mode != "forward_backward":
             return "a training step only"
         return self.absent(method, self.device(config))
-
-    def warm_up(self, call: Callable[[], object]) -> float:
-        # a whole training step takes seconds: two warm calls (the second steady) are enough
-        return warm_up(wall_clock(call), min_calls=2, max_calls=3)
 
     def build(self, method: str, config: Config, mode: str) -> Callable[[], tuple[torch.Tensor, ...]]:
         if config.part == "step":

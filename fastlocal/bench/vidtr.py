@@ -24,13 +24,12 @@ import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
-from .suite import Suite, backend_absent, backend_method, classifier_call, wall_clock, warm_up
+from .suite import ModelBackendSuite, classifier_call
 
-BACKENDS = ("cpu", "reference")
 POOL_FORWARD = "vidtr.topk_std_pooling.forward"
 POOL_BACKWARD = "vidtr.topk_std_pooling.backward"
 STEP = "vidtr.call"
@@ -161,7 +160,7 @@ C_VIDTR_S = Config("c-vidtr-s")
 VIDTR_S = Config("vidtr-s")
 
 
-class VidTrSuite(Suite):
+class VidTrSuite(ModelBackendSuite):
     """C-VidTr-S end to end, pooling fused (``fastlocal[cpu]``) against unfused (``fastlocal[reference]``);
     VidTr-S beside it."""
 
@@ -170,34 +169,20 @@ class VidTrSuite(Suite):
     configs = (C_VIDTR_S, VIDTR_S)
     quick_configs = (C_VIDTR_S,)
     tiny_configs = (Config("c-vidtr-tiny"),)
-    backends: ClassVar[dict[str, str]] = {backend_method(b): b for b in BACKENDS}
-    methods = tuple(backends)
+    fused_op = "topk_std"
     peers = "fastlocal[reference] (the pooling layers unfused: softmax, std, sort, gather, matmul)"
     note = ("vidtr: forward is one inference view (no autograd), forward+backward one SGD training step; "
             "GFLOP/s count every matmul of the architecture (macs_per_view); peak MB includes the step's gradients "
             "and momentum buffers")
-    rounds = 3
-
-    def is_peer(self, method: str) -> bool:
-        return self.backends[method] == "reference"
-
-    def absent(self, method: str, device: str) -> str | None:
-        if device != "cpu":
-            return "the model benchmark runs on the CPU only"
-        return backend_absent("topk_std", self.backends[method], device)
 
     def unavailable(self, method: str, config: Config, mode: str) -> str | None:
         if self.backends[method] != "cpu" and not config.model().compact:
             return f"{config.preset} has no pooling layer: every backend runs the same code (timed once, cpu)"
         return super().unavailable(method, config, mode)
 
-    def warm_up(self, call: Callable[[], object]) -> float:
-        # a step of the full model takes seconds: two warm calls (the second one steady) are enough
-        return warm_up(wall_clock(call), min_calls=2, max_calls=4)
-
     def build(self, method: str, config: Config, mode: str) -> Callable[[], tuple[torch.Tensor, ...]]:
         return make_call(self.backends[method], config, mode)
 
 
-__all__ = ["BACKENDS", "C_VIDTR_S", "VIDTR_S", "Config", "VidTrSuite", "mac_ratio", "make_call",
+__all__ = ["C_VIDTR_S", "VIDTR_S", "Config", "VidTrSuite", "mac_ratio", "make_call",
            "pooling_share"]
