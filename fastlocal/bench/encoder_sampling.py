@@ -24,14 +24,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..models.backbones import R2Plus1D, R2Plus1DConfig, SnippetEncoder, parameter_groups
 from ..models.backbones.snippets import CHUNK_SIZE
 from .selective import parameter_count, ratio_of
-from .suite import Suite
+from .suite import Suite, cross_entropy_step
 
 METHODS = ("full", "checkpoint", "egs-0.1", "egs-0.3")
 
@@ -130,12 +129,7 @@ def make_step(method: str, config: Config = CONFIG, *, warmup: bool = True) -> C
     optimizer = torch.optim.AdamW(parameter_groups(head, backbone, detector_lr=5e-4, backbone_lr=5e-7),
                                   weight_decay=1e-4)
 
-    def step() -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(head(features(snippets)), labels)
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
+    step = cross_entropy_step(lambda: head(features(snippets)), labels, optimizer)
 
     if warmup:
         step()

@@ -22,12 +22,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..selective import LongMemory, SelectiveEncoder, selective_encode
-from .suite import Suite
+from .suite import Suite, cross_entropy_step
 
 METHODS = (
     "full",
@@ -152,12 +151,7 @@ def make_step(method: str, config: Config = CONFIG, *, warmup: bool = True) -> C
     optimizer = torch.optim.AdamW([*encoder.parameters(), *head.parameters()], lr=1e-4)
     features = _features(method, encoder, config)
 
-    def step() -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(head(features(clips)), labels)
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
+    step = cross_entropy_step(lambda: head(features(clips)), labels, optimizer)
 
     if warmup:
         step()

@@ -79,13 +79,21 @@ def classifier_call(model: torch.nn.Module, video: torch.Tensor, mode: str, num_
     optimizer = torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum,
                                 weight_decay=train.weight_decay)
     model.train()
+    step = cross_entropy_step(lambda: model(video), labels, optimizer)
+    return lambda: (step(),)
 
-    def step() -> tuple[torch.Tensor, ...]:
+
+def cross_entropy_step(logits: Callable[[], torch.Tensor], labels: torch.Tensor,
+                       optimizer: torch.optim.Optimizer) -> Callable[[], torch.Tensor]:
+    """One training step as a call: ``cross_entropy(logits(), labels)``, backward, ``optimizer.step()``;
+    returns the detached loss."""
+
+    def step() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(video), labels)
+        loss = torch.nn.functional.cross_entropy(logits(), labels)
         loss.backward()
         optimizer.step()
-        return (loss.detach(),)
+        return loss.detach()
 
     return step
 
