@@ -30,7 +30,6 @@ class token skips the separable layers and reads the video only there.
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -230,16 +229,12 @@ class VidTrTrainConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive_ints(self, ("frame_stride", "short_side", "crop_size", "test_clips"))
-        check_choice(self, "test_crops", (1, 3))
-        if not isinstance(self.flip, bool):
-            raise ValueError(f"VidTrTrainConfig.flip must be a bool, got {self.flip!r}")
-        if self.crop_size > self.short_side:
-            raise ValueError(f"VidTrTrainConfig.crop_size ({self.crop_size}) must be <= short_side "
-                             f"({self.short_side})")
+        check_positive_ints(self, ("frame_stride",))  # ClipSpec calls it sample_rate
         self.scale = tuple(float(v) for v in self.scale)
-        if len(self.scale) != 2 or not 1.0 <= self.scale[0] <= self.scale[1] < math.inf:
-            raise ValueError(f"VidTrTrainConfig.scale must be (low, high) with 1 <= low <= high, got {self.scale!r}")
+        try:  # ClipSpec's checks (the data pipeline's own), with one frame
+            self.clip_spec(1)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"VidTrTrainConfig: {exc}") from None
 
     def clip_spec(self, frames: int) -> ClipSpec:
         """The data pipeline's settings for clips of ``frames`` frames (the model's ``frames``)."""
